@@ -1,0 +1,119 @@
+/**
+ * The Broker: where channels live. The HTTP core talks to this interface only; the
+ * in-memory broker and the Redis broker implement it with the same semantics (seq, epoch,
+ * bounded history, TTL, idempotency, seed queues), and one test suite runs against both.
+ *
+ * Notifications (BrokerEvents) are hints: they may be late, lost across a reconnect, or
+ * repeated. The history read by `read()` is the truth, and `resync` tells the core to re-read.
+ */
+
+import type { Message } from '../message.js';
+import type { Position } from '../cursor.js';
+
+export interface ChannelHead {
+  epoch: string;
+  lastSeq: number;
+}
+
+/** Where a read starts: after a cursor position, at the oldest retained message, or at the head. */
+export type ReadFrom = Position | 'earliest' | 'now';
+
+export interface ReadResult extends ChannelHead {
+  /** Messages after the start, oldest first, at most `max`. */
+  messages: Message[];
+  /** The cursor asked for messages the channel no longer holds, or for another epoch. */
+  gap: boolean;
+}
+
+export interface PublishItem {
+  ch: string;
+  /** The value as compact JSON text. */
+  json: string;
+  /** Idempotency key, scoped to the channel. */
+  id?: string | undefined;
+}
+
+export interface PublishResult {
+  ch: string;
+  seq: number;
+  epoch: string;
+}
+
+export interface ChannelInfo extends ChannelHead {
+  ch: string;
+  retained: number;
+}
+
+/** A batch that failed midway: `results` holds the items that were published, in order. */
+export class BatchPublishError extends Error {
+  constructor(
+    readonly results: PublishResult[],
+    override readonly cause: Error,
+  ) {
+    super(`batch stopped after ${results.length} items: ${cause.message}`);
+  }
+}
+
+export interface BrokerEvents {
+  /** New messages on a channel this process subscribed to, oldest first. */
+  messages(ch: string, messages: Message[]): void;
+  /** The channel was deleted: its numbering restarts in `epoch`. */
+  reset(ch: string, epoch: string): void;
+  /** Notifications may have been lost (a subscriber reconnected): re-read what is parked. */
+  resync(): void;
+  /** A seed client queue that this process watches may have a message. */
+  queueReady(id: string): void;
+  /** A seed client was disconnected (its queue dropped). */
+  queueDisconnected(id: string): void;
+}
+
+export interface Broker {
+  readonly kind: 'memory' | 'redis' | 'cluster';
+  /** Set once, before start(). */
+  setEvents(events: BrokerEvents): void;
+  start(): Promise<void>;
+  /** The command connection and the subscriber connections are up. */
+  isReady(): boolean;
+
+  publish(item: PublishItem): Promise<PublishResult>;
+  /** All or a prefix: rejects with BatchPublishError carrying the published prefix. */
+  publishBatch(items: readonly PublishItem[]): Promise<PublishResult[]>;
+  read(ch: string, from: ReadFrom, max: number): Promise<ReadResult>;
+  channelInfo(ch: string): Promise<ChannelInfo>;
+  deleteChannel(ch: string): Promise<ChannelInfo>;
+
+  /** Interest: notifications for `ch` are wanted (counted; pair each with unsubscribe). */
+  subscribe(ch: string): void;
+  unsubscribe(ch: string): void;
+
+  /** Seed-compatible per-client queues. */
+  queuePush(id: string, json: string): Promise<void>;
+  queuePop(id: string): Promise<string | undefined>;
+  /** Puts back at the head a message whose answer could not be written. */
+  queueReturn(id: string, json: string): Promise<void>;
+  queueClear(id: string): Promise<void>;
+  watchQueue(id: string): void;
+  unwatchQueue(id: string): void;
+
+  close(): Promise<void>;
+}
+
+export interface ReadPlan {
+  /** Read messages with seq greater than this. */
+  afterSeq: number;
+  gap: boolean;
+}
+
+/**
+ * The one place that decides what a cursor means against a channel's head. `firstSeq` is the
+ * seq of the oldest retained message (lastSeq + 1 when none is retained).
+ */
+export function planRead(from: ReadFrom, head: ChannelHead, firstSeq: number, conflated: boolean): ReadPlan {
+  if (from === 'now') return { afterSeq: head.lastSeq, gap: false };
+  if (from === 'earliest') return { afterSeq: firstSeq - 1, gap: false };
+  // Another epoch, or a seq this epoch never reached: the numbering restarted.
+  if (from.epoch !== head.epoch || from.seq > head.lastSeq) return { afterSeq: firstSeq - 1, gap: true };
+  if (from.seq >= firstSeq - 1) return { afterSeq: from.seq, gap: false };
+  // Behind the retained history: messages are gone. A conflated channel promises only the latest.
+  return { afterSeq: firstSeq - 1, gap: !conflated };
+}

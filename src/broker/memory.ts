@@ -1,0 +1,281 @@
+/**
+ * The embedded broker: channels in this process's memory, with the same semantics as the
+ * Redis broker (seq, epoch, bounded history with TTL, idempotency window, seed queues), so a
+ * bare `npm start` behaves like a deployment. Every structure is bounded: history by count and
+ * age, idempotency keys by count and age, and idle channels are reclaimed by an incremental
+ * sweep (see ReclaimFilter for why that cannot renumber a channel silently).
+ */
+
+import type { Config } from '../config.js';
+import { Message } from '../message.js';
+import { hasPrefix } from '../names.js';
+import { Ring } from '../ring.js';
+import {
+  type Broker,
+  type BrokerEvents,
+  type ChannelInfo,
+  type PublishItem,
+  type PublishResult,
+  type ReadFrom,
+  type ReadResult,
+  planRead,
+} from './broker.js';
+import { newEpoch } from './epoch.js';
+import { ReclaimFilter } from './reclaim-filter.js';
+
+type MemoryConfig = Pick<
+  Config,
+  'historySize' | 'historyTtlS' | 'channelIdleS' | 'conflatePrefixes' | 'idempotencyTtlS' | 'idempotencyMaxKeys'
+>;
+
+interface IdempotencyRecord {
+  seq: number;
+  epoch: string;
+  expires: number;
+}
+
+class MemoryChannel {
+  lastSeq = 0;
+  lastPublish = 0;
+  idempotency: Map<string, IdempotencyRecord> | undefined;
+  constructor(
+    public epoch: string,
+    public history: Ring<Message>,
+  ) {}
+
+  /** Seq of the oldest retained message; lastSeq + 1 when none is retained. */
+  firstSeq(): number {
+    return this.history.length === 0 ? this.lastSeq + 1 : this.history.at(0).seq;
+  }
+}
+
+interface QueuedItem {
+  json: string;
+  time: number;
+}
+
+/** Channels swept per tick: keeps each sweep step short however many channels exist. */
+const SWEEP_BATCH = 5000;
+const SWEEP_INTERVAL_MS = 1000;
+
+export class MemoryBroker implements Broker {
+  readonly kind = 'memory';
+  private events: BrokerEvents | undefined;
+  private readonly channels = new Map<string, MemoryChannel>();
+  private readonly queues = new Map<string, Ring<QueuedItem>>();
+  private readonly interest = new Map<string, number>();
+  private readonly reclaimed = new ReclaimFilter();
+  private storeEpoch = newEpoch();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweepCursor: Iterator<[string, MemoryChannel]> | undefined;
+  private readonly historyTtlMs: number;
+
+  constructor(
+    private readonly config: MemoryConfig,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.historyTtlMs = config.historyTtlS * 1000;
+  }
+
+  setEvents(events: BrokerEvents): void {
+    this.events = events;
+  }
+
+  async start(): Promise<void> {
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
+  }
+
+  isReady(): boolean {
+    return true;
+  }
+
+  async publish(item: PublishItem): Promise<PublishResult> {
+    return this.publishNow(item);
+  }
+
+  async publishBatch(items: readonly PublishItem[]): Promise<PublishResult[]> {
+    return items.map((item) => this.publishNow(item));
+  }
+
+  private publishNow(item: PublishItem): PublishResult {
+    const now = this.now();
+    const channel = this.channelFor(item.ch, true);
+    if (item.id !== undefined) {
+      const seen = channel.idempotency?.get(item.id);
+      if (seen && seen.expires > now) return { ch: item.ch, seq: seen.seq, epoch: seen.epoch };
+    }
+    const seq = ++channel.lastSeq;
+    channel.lastPublish = now;
+    const message = new Message(item.ch, seq, channel.epoch, now, item.json);
+    this.dropExpired(channel, now);
+    channel.history.push(message);
+    if (item.id !== undefined) this.remember(channel, item.id, { seq, epoch: channel.epoch, expires: now + this.config.idempotencyTtlS * 1000 });
+    if (this.interest.has(item.ch)) this.events?.messages(item.ch, [message]);
+    return { ch: item.ch, seq, epoch: channel.epoch };
+  }
+
+  private remember(channel: MemoryChannel, id: string, record: IdempotencyRecord): void {
+    const map = (channel.idempotency ??= new Map());
+    map.delete(id);
+    map.set(id, record);
+    if (map.size > this.config.idempotencyMaxKeys) map.delete(map.keys().next().value as string);
+  }
+
+  async read(ch: string, from: ReadFrom, max: number): Promise<ReadResult> {
+    const channel = this.lookup(ch);
+    if (!channel) {
+      // Never published: seq 0 in the store's epoch, nothing retained.
+      const head = { epoch: this.storeEpoch, lastSeq: 0 };
+      return { ...head, messages: [], gap: planRead(from, head, 1, false).gap };
+    }
+    this.dropExpired(channel, this.now());
+    const firstSeq = channel.firstSeq();
+    const plan = planRead(from, channel, firstSeq, hasPrefix(ch, this.config.conflatePrefixes));
+    const messages: Message[] = [];
+    for (let i = plan.afterSeq + 1 - firstSeq; i < channel.history.length && messages.length < max; i++) {
+      messages.push(channel.history.at(i));
+    }
+    return { epoch: channel.epoch, lastSeq: channel.lastSeq, messages, gap: plan.gap };
+  }
+
+  async channelInfo(ch: string): Promise<ChannelInfo> {
+    const channel = this.lookup(ch);
+    if (!channel) return { ch, epoch: this.storeEpoch, lastSeq: 0, retained: 0 };
+    this.dropExpired(channel, this.now());
+    return { ch, epoch: channel.epoch, lastSeq: channel.lastSeq, retained: channel.history.length };
+  }
+
+  async deleteChannel(ch: string): Promise<ChannelInfo> {
+    // The channel record stays (with a new epoch) so the old numbering can never come back.
+    const channel = this.channelFor(ch, true);
+    channel.epoch = newEpoch();
+    channel.lastSeq = 0;
+    channel.lastPublish = this.now();
+    channel.history.clear();
+    channel.idempotency = undefined;
+    this.events?.reset(ch, channel.epoch);
+    return { ch, epoch: channel.epoch, lastSeq: 0, retained: 0 };
+  }
+
+  subscribe(ch: string): void {
+    this.interest.set(ch, (this.interest.get(ch) ?? 0) + 1);
+  }
+
+  unsubscribe(ch: string): void {
+    const n = (this.interest.get(ch) ?? 0) - 1;
+    if (n > 0) this.interest.set(ch, n);
+    else this.interest.delete(ch);
+  }
+
+  async queuePush(id: string, json: string): Promise<void> {
+    let queue = this.queues.get(id);
+    if (!queue) this.queues.set(id, (queue = new Ring(this.config.historySize)));
+    queue.push({ json, time: this.now() });
+    this.events?.queueReady(id);
+  }
+
+  async queuePop(id: string): Promise<string | undefined> {
+    const queue = this.queues.get(id);
+    if (!queue) return undefined;
+    const cutoff = this.now() - this.historyTtlMs;
+    let item = queue.shift();
+    while (item && item.time <= cutoff) item = queue.shift();
+    if (queue.length === 0) this.queues.delete(id);
+    return item?.json;
+  }
+
+  async queueReturn(id: string, json: string): Promise<void> {
+    let queue = this.queues.get(id);
+    if (!queue) this.queues.set(id, (queue = new Ring(this.config.historySize)));
+    queue.unshift({ json, time: this.now() });
+    this.events?.queueReady(id);
+  }
+
+  async queueClear(id: string): Promise<void> {
+    this.queues.delete(id);
+    this.events?.queueDisconnected(id);
+  }
+
+  watchQueue(): void {}
+  unwatchQueue(): void {}
+
+  async close(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+  }
+
+  /** Number of channel records held (for tests and metrics). */
+  get channelCount(): number {
+    return this.channels.size;
+  }
+
+  private channelFor(ch: string, create: boolean): MemoryChannel {
+    let channel = this.channels.get(ch);
+    if (!channel && create) {
+      const size = hasPrefix(ch, this.config.conflatePrefixes) ? 1 : this.config.historySize;
+      channel = new MemoryChannel(this.epochForNew(ch), new Ring(size));
+      this.channels.set(ch, channel);
+    }
+    return channel!;
+  }
+
+  /** The channel's record; a reclaimed channel gets its record back, in a fresh epoch. */
+  private lookup(ch: string): MemoryChannel | undefined {
+    return this.channels.get(ch) ?? (this.reclaimed.has(ch) ? this.channelFor(ch, true) : undefined);
+  }
+
+  /** A channel with no record: the store epoch, unless it was reclaimed (then a fresh one). */
+  private epochForNew(ch: string): string {
+    return this.reclaimed.has(ch) ? newEpoch() : this.storeEpoch;
+  }
+
+  private dropExpired(channel: MemoryChannel, now: number): void {
+    const cutoff = now - this.historyTtlMs;
+    while (channel.history.length > 0 && channel.history.at(0).time <= cutoff) channel.history.shift();
+    const idem = channel.idempotency;
+    if (idem) {
+      for (const [key, record] of idem) {
+        if (record.expires > now) break; // insertion order is expiry order
+        idem.delete(key);
+      }
+      if (idem.size === 0) channel.idempotency = undefined;
+    }
+  }
+
+  /** One step of the incremental sweep: expire history, reclaim idle channels, age queues. */
+  sweep(): void {
+    const now = this.now();
+    const idleCutoff = now - this.config.channelIdleS * 1000;
+    this.sweepCursor ??= this.channels.entries();
+    for (let i = 0; i < SWEEP_BATCH; i++) {
+      const next = this.sweepCursor.next();
+      if (next.done) {
+        this.sweepCursor = undefined;
+        this.sweepQueues(now);
+        break;
+      }
+      const [name, channel] = next.value;
+      this.dropExpired(channel, now);
+      const idle = channel.history.length === 0 && !channel.idempotency && channel.lastPublish <= idleCutoff;
+      if (idle && !this.interest.has(name)) this.reclaim(name);
+    }
+  }
+
+  private reclaim(name: string): void {
+    this.channels.delete(name);
+    if (this.reclaimed.full) {
+      // Every channel reclaimed so far now comes back in a new store epoch anyway.
+      this.reclaimed.clear();
+      this.storeEpoch = newEpoch();
+    }
+    this.reclaimed.add(name);
+  }
+
+  private sweepQueues(now: number): void {
+    const cutoff = now - this.historyTtlMs;
+    for (const [id, queue] of this.queues) {
+      while (queue.length > 0 && queue.at(0).time <= cutoff) queue.shift();
+      if (queue.length === 0) this.queues.delete(id);
+    }
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * Configuration: every tunable is an environment variable, parsed and validated here, once,
+ * into one frozen object. The table below is the single source for parsing, defaults and the
+ * `--help` text, so the three cannot drift apart.
+ */
+
+export class ConfigError extends Error {
+  readonly code = 'HF_CONFIG';
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  /** @default 3000 */ readonly port: number;
+  /** @default '0.0.0.0' */ readonly host: string;
+  /** Redis URL; unset = embedded in-memory broker. */ readonly redisUrl: string | undefined;
+  /** Redis Cluster seed nodes (host:port). */ readonly redisClusterNodes: readonly string[];
+  /** Key prefix for every Redis key, so several deployments can share one Redis. */
+  readonly redisPrefix: string;
+  readonly redisSubscribers: number;
+  readonly unsubscribeLingerMs: number;
+  /** Decode threads; 0 decodes inline on the event loop. */
+  readonly decodeThreads: number;
+  readonly pollTimeoutMs: number;
+  readonly historySize: number;
+  readonly historyTtlS: number;
+  readonly channelIdleS: number;
+  readonly maxChannelsPerPoll: number;
+  readonly maxBodyBytes: number;
+  readonly maxParked: number;
+  readonly maxBackpressure: number;
+  readonly publishKey: string | undefined;
+  readonly jwtSecret: string | undefined;
+  readonly jwtLeewayS: number;
+  readonly publicPrefixes: readonly string[];
+  readonly conflatePrefixes: readonly string[];
+  /** `['*']` allows any origin. */
+  readonly corsOrigins: readonly string[];
+  readonly idempotencyTtlS: number;
+  readonly idempotencyMaxKeys: number;
+  readonly drainMs: number;
+  readonly maxBatch: number;
+  readonly maxPublishInflight: number;
+  readonly seedOpen: boolean;
+  readonly procs: number | 'auto';
+  readonly demo: boolean;
+  readonly logLevel: LogLevel;
+}
+
+type Env = Record<string, string | undefined>;
+
+interface Var<K extends keyof Config> {
+  readonly name: string;
+  readonly key: K;
+  readonly def: string;
+  readonly unit: string;
+  readonly doc: string;
+  readonly parse: (raw: string, name: string) => Config[K];
+}
+
+function fail(name: string, raw: string, allowed: string): never {
+  throw new ConfigError(`${name}=${JSON.stringify(raw)} is not valid: ${allowed}`);
+}
+
+function int(min: number, max: number) {
+  return (raw: string, name: string): number => {
+    const n = /^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      fail(name, raw, `an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+function bool(raw: string, name: string): boolean {
+  const v = raw.trim().toLowerCase();
+  if (v === '1' || v === 'true' || v === 'yes') return true;
+  if (v === '0' || v === 'false' || v === 'no' || v === '') return false;
+  return fail(name, raw, 'one of 1, 0, true, false, yes, no');
+}
+
+function optionalString(raw: string): string | undefined {
+  return raw === '' ? undefined : raw;
+}
+
+function list(raw: string): string[] {
+  return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/* The table. Order is the order of `--help`. */
+const VARS = [
+  v({ name: 'PORT', key: 'port', def: '3000', unit: 'port', doc: 'TCP port to listen on (0 = any free port).', parse: int(0, 65535) }),
+  v({ name: 'HOST', key: 'host', def: '0.0.0.0', unit: 'address', doc: 'Address to listen on.', parse: (raw, name) => raw.trim() || fail(name, raw, 'an IP address or host name') }),
+  v({ name: 'REDIS_URL', key: 'redisUrl', def: '', unit: 'url', doc: 'redis:// or rediss:// URL. Unset: the embedded in-memory broker (one process).', parse: (raw, name) => {
+    if (raw === '') return undefined;
+    if (!/^rediss?:\/\/./.test(raw)) fail(name, raw, 'a redis:// or rediss:// URL');
+    return raw;
+  } }),
+  v({ name: 'REDIS_CLUSTER_NODES', key: 'redisClusterNodes', def: '', unit: 'list', doc: 'Redis Cluster seed nodes, comma-separated host:port.', parse: (raw, name) => {
+    const nodes = list(raw);
+    for (const n of nodes) if (!/^[^:\s]+:\d{1,5}$/.test(n)) fail(name, raw, 'a comma-separated list of host:port');
+    return nodes;
+  } }),
+  v({ name: 'LP_REDIS_PREFIX', key: 'redisPrefix', def: 'hf:', unit: 'string', doc: 'Prefix of every Redis key and notification channel.', parse: (raw, name) => /^[A-Za-z0-9_:.-]{0,64}$/.test(raw) ? raw : fail(name, raw, 'up to 64 characters of A-Z a-z 0-9 _ : . -') }),
+  v({ name: 'LP_REDIS_SUBSCRIBERS', key: 'redisSubscribers', def: '2', unit: 'connections', doc: 'Redis subscriber connections per process; channels are spread over them by hash.', parse: int(1, 64) }),
+  v({ name: 'LP_UNSUBSCRIBE_LINGER_MS', key: 'unsubscribeLingerMs', def: '5000', unit: 'ms', doc: 'How long a process stays subscribed to a channel after its last poll left.', parse: int(0, 3_600_000) }),
+  v({ name: 'LP_DECODE_THREADS', key: 'decodeThreads', def: '0', unit: 'threads', doc: 'Worker threads that decode Redis envelopes; 0 decodes inline (faster for typical loads; see README).', parse: int(0, 64) }),
+  v({ name: 'LP_POLL_TIMEOUT_MS', key: 'pollTimeoutMs', def: '30000', unit: 'ms', doc: 'Default poll hold when the request gives no timeout.', parse: int(1000, 120_000) }),
+  v({ name: 'LP_HISTORY_SIZE', key: 'historySize', def: '1000', unit: 'messages', doc: 'Messages retained per channel (and per seed client queue).', parse: int(1, 1_000_000) }),
+  v({ name: 'LP_HISTORY_TTL_S', key: 'historyTtlS', def: '3600', unit: 's', doc: 'How long a message is retained.', parse: int(1, 31_536_000) }),
+  v({ name: 'LP_CHANNEL_IDLE_S', key: 'channelIdleS', def: '86400', unit: 's', doc: 'How long a channel\'s seq and epoch outlive its last publish before an idle channel is reclaimed.', parse: int(1, 31_536_000) }),
+  v({ name: 'LP_MAX_CHANNELS_PER_POLL', key: 'maxChannelsPerPoll', def: '32', unit: 'channels', doc: 'Channels one poll may follow.', parse: int(1, 256) }),
+  v({ name: 'LP_MAX_BODY_BYTES', key: 'maxBodyBytes', def: '65536', unit: 'bytes', doc: 'Largest request body (413 above).', parse: int(1, 64 * 1024 * 1024) }),
+  v({ name: 'LP_MAX_PARKED', key: 'maxParked', def: '100000', unit: 'polls', doc: 'Parked polls per process (503 above).', parse: int(1, 100_000_000) }),
+  v({ name: 'LP_MAX_BACKPRESSURE', key: 'maxBackpressure', def: '262144', unit: 'bytes', doc: 'Unsent bytes after which a slow response is closed.', parse: int(1024, 1024 * 1024 * 1024) }),
+  v({ name: 'LP_PUBLISH_KEY', key: 'publishKey', def: '', unit: 'secret', doc: 'Bearer key for publish and admin. Unset: loopback clients only, no proxies.', parse: optionalString }),
+  v({ name: 'LP_JWT_SECRET', key: 'jwtSecret', def: '', unit: 'secret', doc: 'HS256 secret for subscriber tokens. Unset: polls need no token.', parse: optionalString }),
+  v({ name: 'LP_JWT_LEEWAY_S', key: 'jwtLeewayS', def: '30', unit: 's', doc: 'Clock leeway when checking a token\'s exp.', parse: int(0, 3600) }),
+  v({ name: 'LP_PUBLIC_PREFIXES', key: 'publicPrefixes', def: '', unit: 'list', doc: 'Channel prefixes that need no token (comma-separated).', parse: list }),
+  v({ name: 'LP_CONFLATE_PREFIXES', key: 'conflatePrefixes', def: '', unit: 'list', doc: 'Channel prefixes that keep only their latest message (comma-separated).', parse: list }),
+  v({ name: 'LP_CORS_ORIGINS', key: 'corsOrigins', def: '', unit: 'list', doc: 'Allowed browser origins (comma-separated, or *). Default none.', parse: (raw, name) => {
+    const origins = list(raw);
+    for (const o of origins) if (o !== '*' && !/^https?:\/\/[^/\s]+$/.test(o)) fail(name, raw, '* or a comma-separated list of origins like https://app.example.com');
+    return origins;
+  } }),
+  v({ name: 'LP_IDEMPOTENCY_TTL_S', key: 'idempotencyTtlS', def: '600', unit: 's', doc: 'How long an Idempotency-Key is remembered.', parse: int(1, 604_800) }),
+  v({ name: 'LP_IDEMPOTENCY_MAX_KEYS', key: 'idempotencyMaxKeys', def: '100000', unit: 'keys', doc: 'Idempotency keys remembered per channel (oldest forgotten first).', parse: int(1, 10_000_000) }),
+  v({ name: 'LP_DRAIN_MS', key: 'drainMs', def: '5000', unit: 'ms', doc: 'Deadline for a graceful drain on SIGTERM/SIGINT.', parse: int(0, 600_000) }),
+  v({ name: 'LP_MAX_BATCH', key: 'maxBatch', def: '1000', unit: 'messages', doc: 'Items in one batch publish.', parse: int(1, 100_000) }),
+  v({ name: 'LP_MAX_PUBLISH_INFLIGHT', key: 'maxPublishInflight', def: '10000', unit: 'publishes', doc: 'Publishes waiting on the broker per process (429 above).', parse: int(1, 10_000_000) }),
+  v({ name: 'LP_SEED_OPEN', key: 'seedOpen', def: '0', unit: 'bool', doc: 'Let anyone /push and /disconnect any clientId, as the classic tutorial does.', parse: bool }),
+  v({ name: 'LP_PROCS', key: 'procs', def: '1', unit: 'count', doc: 'Processes to run on the same port (or auto = one per core); needs Redis above 1.', parse: (raw, name) => raw.trim() === 'auto' ? 'auto' : int(1, 1024)(raw, name) }),
+  v({ name: 'LP_DEMO', key: 'demo', def: '0', unit: 'bool', doc: 'Serve the demo page at /demo/.', parse: bool }),
+  v({ name: 'LOG_LEVEL', key: 'logLevel', def: 'info', unit: 'level', doc: `One of ${LOG_LEVELS.join(', ')}.`, parse: (raw, name) => (LOG_LEVELS as readonly string[]).includes(raw.trim()) ? raw.trim() as LogLevel : fail(name, raw, `one of ${LOG_LEVELS.join(', ')}`) }),
+] as const;
+
+function v<K extends keyof Config>(spec: Var<K>): Var<K> {
+  return spec;
+}
+
+/** Parses `env` (default `process.env`); throws ConfigError naming the variable on bad input. */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const out: Record<string, unknown> = {};
+  for (const spec of VARS) {
+    const raw = env[spec.name];
+    out[spec.key] = spec.parse(raw === undefined ? spec.def : raw, spec.name);
+  }
+  const config = { ...out, ...overrides } as unknown as Config;
+  if (config.redisUrl && config.redisClusterNodes.length > 0) {
+    throw new ConfigError('REDIS_URL and REDIS_CLUSTER_NODES are both set: choose one');
+  }
+  return Object.freeze(config);
+}
+
+/** The variable table as `--help` prints it. */
+export function configHelp(): string {
+  const rows = VARS.map((s) => {
+    const def = s.def === '' ? '(unset)' : s.def;
+    return `  ${s.name.padEnd(26)} ${def.padEnd(10)} ${s.unit.padEnd(11)} ${s.doc}`;
+  });
+  return [`  ${'VARIABLE'.padEnd(26)} ${'DEFAULT'.padEnd(10)} ${'UNIT'.padEnd(11)} MEANING`, ...rows].join('\n');
+}
+
+/** Names of all variables, for tests and docs. */
+export const CONFIG_VARIABLES: readonly string[] = VARS.map((s) => s.name);

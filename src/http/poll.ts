@@ -1,0 +1,72 @@
+/** GET /v1/poll — parse and authorise on the request's own callback, then hand to the PollHub. */
+
+import type { ReadFrom } from '../broker/broker.js';
+import { channelHash, decodeCursor, type Position } from '../cursor.js';
+import { HoldfastError } from '../errors.js';
+import { checkChannel, hasPrefix } from '../names.js';
+import { Poll } from '../poll/poll.js';
+import type { AnswerFormat } from '../render.js';
+import { bearer } from '../auth/jwt.js';
+import type { HttpRequest } from '../uws.js';
+import type { ServerContext } from './context.js';
+import { intParam, parseQuery, single } from './request.js';
+import type { Res } from './respond.js';
+
+export const MIN_TIMEOUT_MS = 1000;
+export const MAX_TIMEOUT_MS = 120_000;
+export const MAX_MAX = 1000;
+export const DEFAULT_MAX = 100;
+
+/** The poll hold: the request's `timeout` clamped, or the configured default. */
+export function pollTimeout(raw: string | undefined, fallback: number): number {
+  const t = intParam(raw, 'timeout', 0);
+  return t === undefined ? fallback : Math.min(MAX_TIMEOUT_MS, Math.max(MIN_TIMEOUT_MS, t));
+}
+
+export function answerFormat(accept: string): AnswerFormat {
+  return accept.includes('application/msgpack') ? 'msgpack' : 'json';
+}
+
+export function pollHandler(ctx: ServerContext) {
+  const { config } = ctx;
+  return (res: Res, req: HttpRequest): void => {
+    const query = parseQuery(req.getQuery() ?? '');
+    const authorization = req.getHeader('authorization');
+    const format = answerFormat(req.getHeader('accept'));
+
+    // 1. Bad input (400) before auth.
+    const requested = query.get('ch');
+    if (!requested || requested.length === 0) throw new HoldfastError('bad_request', 'give at least one channel: /v1/poll?ch=<channel>');
+    const channels = [...new Set(requested)];
+    if (channels.length > config.maxChannelsPerPoll) {
+      throw new HoldfastError('bad_request', `${channels.length} channels in one poll; LP_MAX_CHANNELS_PER_POLL allows ${config.maxChannelsPerPoll}`);
+    }
+    for (const ch of channels) checkChannel(ch);
+    const cursorRaw = single(query, 'cursor');
+    const timeout = pollTimeout(single(query, 'timeout'), config.pollTimeoutMs);
+    const max = Math.min(MAX_MAX, intParam(single(query, 'max'), 'max', 1) ?? DEFAULT_MAX);
+    const tokenParam = single(query, 'token');
+    let cursor: Map<number, Position> | 'earliest' | undefined;
+    if (cursorRaw === 'earliest') cursor = 'earliest';
+    else if (cursorRaw !== undefined) cursor = decodeCursor(cursorRaw);
+
+    // 2. Subscriber auth: only non-public channels need a token.
+    if (ctx.tokens) {
+      const guarded = channels.filter((ch) => !hasPrefix(ch, config.publicPrefixes));
+      if (guarded.length > 0) {
+        const token = bearer(authorization) ?? tokenParam;
+        if (!token) throw new HoldfastError('unauthorized', 'these channels need a token: Authorization: Bearer <jwt> or ?token=<jwt>');
+        const grants = ctx.tokens.verify(token);
+        const denied = guarded.filter((ch) => !grants.allows(ch));
+        if (denied.length > 0) throw new HoldfastError('forbidden', `the token does not grant ${JSON.stringify(denied.slice(0, 5))}`);
+      }
+    }
+
+    // 3. Park (or answer at once): interest first, then history.
+    const hashes = channels.map(channelHash);
+    const from: ReadFrom[] = channels.map((_, i) =>
+      cursor === 'earliest' ? 'earliest' : (cursor?.get(hashes[i]!) ?? 'now'),
+    );
+    ctx.hub.begin(new Poll(res, channels, hashes, max, format, Date.now() + timeout), from);
+  };
+}

@@ -1,0 +1,116 @@
+/**
+ * Writing answers. Every answer, immediate or late, goes through `send()`: it checks that the
+ * client is still there, corks (so status, headers and body leave in one syscall even when
+ * called outside the request's own callback), and honours socket backpressure with
+ * tryEnd/onWritable, closing a response whose unsent bytes pass the configured limit.
+ */
+
+import type { HttpResponse } from '../uws.js';
+import { HoldfastError, statusText } from '../errors.js';
+
+/** uWS lets us attach fields to a response; these are the ones Holdfast uses. */
+export interface Res extends HttpResponse {
+  /** The response ended or the client went away: nothing may be written any more. */
+  closed?: boolean;
+  /** Access-Control-Allow-Origin value for this request, when its origin is allowed. */
+  corsOrigin?: string;
+}
+
+export const JSON_TYPE = 'application/json';
+export const MSGPACK_TYPE = 'application/msgpack';
+
+/** What send() reports, so callers can count and put back undelivered seed messages. */
+export const enum Sent {
+  /** All bytes are with the kernel, or will be as the socket drains. */
+  Written,
+  /** The client was gone before anything was written. */
+  Gone,
+  /** The client reads too slowly: the connection was closed. */
+  SlowClosed,
+}
+
+export interface SendOptions {
+  headers?: readonly string[] | undefined; // flat [name, value, name, value…]
+  noStore?: boolean;
+  closeConnection?: boolean;
+  /** Unsent bytes above which the response is closed (slow reader). */
+  maxBackpressure?: number;
+}
+
+const STATUS_LINES = new Map<number, string>();
+function statusLine(status: number): string {
+  let line = STATUS_LINES.get(status);
+  if (!line) STATUS_LINES.set(status, (line = `${status} ${statusText(status)}`));
+  return line;
+}
+
+export function send(res: Res, status: number, contentType: string, body: Buffer | string, options: SendOptions = {}): Sent {
+  if (res.closed) return Sent.Gone;
+  let outcome = Sent.Written;
+  res.cork(() => {
+    res.writeStatus(statusLine(status));
+    res.writeHeader('Content-Type', contentType);
+    if (options.noStore) res.writeHeader('Cache-Control', 'no-store');
+    if (res.corsOrigin !== undefined) {
+      res.writeHeader('Access-Control-Allow-Origin', res.corsOrigin);
+      if (res.corsOrigin !== '*') res.writeHeader('Vary', 'Origin');
+      res.writeHeader('Access-Control-Expose-Headers', 'Retry-After');
+    }
+    const h = options.headers;
+    if (h) for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i]!, h[i + 1]!);
+    if (options.closeConnection || options.maxBackpressure === undefined || typeof body === 'string') {
+      res.end(body, options.closeConnection);
+      res.closed = true; // the response object is no longer ours to touch
+      return;
+    }
+    outcome = writeWithBackpressure(res, body, options.maxBackpressure);
+  });
+  return outcome;
+}
+
+function writeWithBackpressure(res: Res, body: Buffer, limit: number): Sent {
+  const start = res.getWriteOffset();
+  const [ok, done] = res.tryEnd(body, body.length);
+  if (done) {
+    res.closed = true;
+    return Sent.Written;
+  }
+  if (!ok && body.length - (res.getWriteOffset() - start) > limit) {
+    res.close();
+    return Sent.SlowClosed;
+  }
+  res.onWritable((offset) => {
+    const [ok2, done2] = res.tryEnd(body.subarray(offset - start), body.length);
+    if (done2) res.closed = true;
+    return ok2;
+  });
+  return Sent.Written;
+}
+
+export function sendJson(res: Res, status: number, value: unknown, options?: SendOptions): Sent {
+  return send(res, status, JSON_TYPE, JSON.stringify(value), options);
+}
+
+export function retryAfterHeader(retryMs: number): string[] {
+  return ['Retry-After', String(Math.max(1, Math.ceil(retryMs / 1000)))];
+}
+
+/** Adds up to ±25% jitter, so shed clients do not come back in one wave. */
+export function jitter(ms: number): number {
+  return Math.round(ms * (0.75 + Math.random() * 0.5));
+}
+
+export function sendError(res: Res, err: HoldfastError, closeConnection = false): Sent {
+  const headers: string[] = [];
+  const body: { error: { code: string; message: string }; retryMs?: number } = {
+    error: { code: err.code, message: err.message },
+    ...err.extras.body,
+  };
+  if (err.extras.retryMs !== undefined) {
+    const retryMs = jitter(err.extras.retryMs);
+    body.retryMs = retryMs;
+    headers.push(...retryAfterHeader(retryMs));
+  }
+  if (err.extras.allow) headers.push('Allow', err.extras.allow);
+  return sendJson(res, err.status, body, { headers, noStore: true, closeConnection });
+}

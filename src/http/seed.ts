@@ -1,0 +1,80 @@
+/**
+ * The seed-compatible endpoints, in the classic tutorial's own wire format:
+ *   GET /poll?clientId=…      → {"data": message} | {"status":"timeout"}
+ *   POST /push {clientId, message} → {"status":"ok"}
+ *   DELETE /disconnect?clientId=… → {"status":"ok"}
+ */
+
+import { bearer } from '../auth/jwt.js';
+import { HoldfastError } from '../errors.js';
+import { checkChannel, hasPrefix } from '../names.js';
+import { decodeBody, toJsonText } from '../payload.js';
+import { SeedPoll } from '../seed/seed-hub.js';
+import type { HttpRequest } from '../uws.js';
+import { checkPublisher } from './channels.js';
+import { type ServerContext, fail } from './context.js';
+import { pollTimeout } from './poll.js';
+import { admitPublish, withBody } from './publish.js';
+import { parseQuery, single } from './request.js';
+import { type Res, sendJson } from './respond.js';
+
+const OK = { status: 'ok' };
+
+function clientIdFrom(query: Map<string, string[]>): string {
+  const id = single(query, 'clientId') ?? single(query, 'client_id');
+  if (id === undefined) throw new HoldfastError('bad_request', 'clientId is required: /poll?clientId=<id>');
+  return checkChannel(id, 'clientId');
+}
+
+export function seedPoll(ctx: ServerContext) {
+  return (res: Res, req: HttpRequest): void => {
+    const query = parseQuery(req.getQuery() ?? '');
+    const authorization = req.getHeader('authorization');
+    const id = clientIdFrom(query);
+    const timeout = pollTimeout(single(query, 'timeout'), ctx.config.pollTimeoutMs);
+    const tokenParam = single(query, 'token');
+    if (ctx.tokens && !hasPrefix(id, ctx.config.publicPrefixes)) {
+      const token = bearer(authorization) ?? tokenParam;
+      if (!token) throw new HoldfastError('unauthorized', 'this clientId needs a token: Authorization: Bearer <jwt> or ?token=<jwt>');
+      if (!ctx.tokens.verify(token).allows(id)) throw new HoldfastError('forbidden', `the token does not grant clientId ${JSON.stringify(id)}`);
+    }
+    const full = ctx.hub.parkedCount + ctx.seed.parkedCount >= ctx.config.maxParked;
+    ctx.seed.begin(new SeedPoll(res, id, Date.now() + timeout), full);
+  };
+}
+
+export function seedPush(ctx: ServerContext) {
+  return (res: Res, req: HttpRequest): void => {
+    // LP_SEED_OPEN=1: anyone may push, as in the tutorial; limits still apply.
+    const format = admitPublish(ctx, res, req, false, !ctx.config.seedOpen);
+    withBody(ctx, res, async (body) => {
+      const value = decodeBody(body, format, -1);
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+        throw new HoldfastError('bad_request', 'body must be {"clientId": id, "message": value}');
+      }
+      const v = value as Record<string, unknown>;
+      const rawId = v.clientId ?? v.client_id;
+      if (typeof rawId !== 'string') throw new HoldfastError('bad_request', 'clientId (or client_id) must be a string');
+      const id = checkChannel(rawId, 'clientId');
+      const message = v.message !== undefined ? v.message : v.data;
+      if (message === undefined) throw new HoldfastError('bad_request', 'message (or data) is missing');
+      await ctx.broker.queuePush(id, toJsonText(message));
+      ctx.metrics.published.inc();
+      return OK;
+    });
+  };
+}
+
+export function seedDisconnect(ctx: ServerContext) {
+  return (res: Res, req: HttpRequest): void => {
+    const id = clientIdFrom(parseQuery(req.getQuery() ?? ''));
+    if (!ctx.config.seedOpen) checkPublisher(ctx, res, req);
+    res.onAborted(() => {
+      res.closed = true;
+    });
+    ctx.broker.queueClear(id).then(
+      () => sendJson(res, 200, OK, { noStore: true }),
+      (err) => fail(ctx, res, err),
+    );
+  };
+}

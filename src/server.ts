@@ -1,0 +1,129 @@
+/**
+ * A Holdfast server: one uWS app, one broker, the poll and seed hubs, and the drain.
+ *
+ *   const server = await startServer(loadConfig());
+ *   console.log(server.port);
+ *   await server.drain();
+ */
+
+import { pino, type Logger } from 'pino';
+import { TokenVerifier } from './auth/jwt.js';
+import { PublisherAuth } from './auth/publisher.js';
+import type { Broker, BrokerEvents } from './broker/broker.js';
+import { MemoryBroker } from './broker/memory.js';
+import type { Config } from './config.js';
+import type { ServerContext } from './http/context.js';
+import { registerRoutes } from './http/routes.js';
+import { Metrics } from './metrics.js';
+import { PollHub } from './poll/hub.js';
+import { SeedHub } from './seed/seed-hub.js';
+import uWS, { LISTEN_EXCLUSIVE_PORT, assertNativeUws, type us_listen_socket } from './uws.js';
+
+export interface ServerOptions {
+  /** A broker to use instead of the one the config selects. */
+  broker?: Broker;
+  logger?: Logger;
+}
+
+export interface HoldfastServer {
+  readonly port: number;
+  readonly broker: Broker;
+  readonly context: ServerContext;
+  /** Stops accepting, answers parked polls, finishes publishes, closes the broker. */
+  drain(): Promise<void>;
+}
+
+/** Retry hint given to polls answered by a drain (jittered per poll). */
+const DRAIN_RETRY_MS = 1000;
+
+export async function createBroker(config: Config): Promise<Broker> {
+  if (config.redisUrl || config.redisClusterNodes.length > 0) {
+    throw new Error('the Redis broker is not built yet');
+  }
+  return new MemoryBroker(config);
+}
+
+export async function startServer(config: Config, options: ServerOptions = {}): Promise<HoldfastServer> {
+  assertNativeUws();
+  const log = options.logger ?? pino({ level: config.logLevel, base: { pid: process.pid } });
+  const broker = options.broker ?? (await createBroker(config));
+  const onBug = (err: unknown) => log.error({ err }, 'internal error');
+
+  let hub!: PollHub;
+  let seed!: SeedHub;
+  const metrics = new Metrics({
+    parkedPolls: () => hub.parkedCount + seed.parkedCount,
+    decodeQueueDepth: () => (broker as { decodeQueueDepth?: () => number }).decodeQueueDepth?.() ?? 0,
+  });
+  hub = new PollHub(broker, config, metrics, onBug);
+  seed = new SeedHub(broker, metrics, onBug);
+
+  let idle: (() => void) | undefined;
+  const ctx: ServerContext = {
+    config,
+    broker,
+    hub,
+    seed,
+    metrics,
+    publisher: new PublisherAuth(config.publishKey),
+    tokens: config.jwtSecret ? new TokenVerifier(config.jwtSecret, config.jwtLeewayS) : undefined,
+    log,
+    state: { draining: false, publishesInFlight: 0 },
+    inflightDone() {
+      if (--ctx.state.publishesInFlight === 0) idle?.();
+    },
+  };
+
+  const events: BrokerEvents = {
+    messages: (ch, messages) => hub.onMessages(ch, messages),
+    reset: (ch) => hub.onReset(ch),
+    resync: () => {
+      metrics.brokerReconnects.inc();
+      hub.onResync();
+    },
+    queueReady: (id) => seed.onQueueReady(id),
+    queueDisconnected: (id) => seed.onDisconnected(id),
+  };
+  broker.setEvents(events);
+  await broker.start();
+  hub.start();
+  seed.start();
+
+  const app = uWS.App({});
+  registerRoutes(app, ctx);
+  // One process per port on the memory broker (a second one would be a separate store);
+  // shared (SO_REUSEPORT) on Redis, where several processes serve the same channels.
+  const exclusive = broker.kind === 'memory';
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    // listen(host, port, options, cb) works at run time but is not in the v20.30 types.
+    const listen = app.listen as unknown as (host: string, port: number, options: number, cb: (s: us_listen_socket | false) => void) => void;
+    listen.call(app, config.host, config.port, exclusive ? LISTEN_EXCLUSIVE_PORT : 0, (socket) =>
+      socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port} (in use, or not an address of this machine)`)),
+    );
+  });
+  const port = uWS.us_socket_local_port(listenSocket);
+
+  if (ctx.publisher.open) {
+    log.warn('LP_PUBLISH_KEY is not set: only loopback clients may publish (and not through a proxy)');
+  }
+  if (config.seedOpen) log.warn('LP_SEED_OPEN=1: anyone may /push to and /disconnect any clientId');
+  log.info({ host: config.host, port, broker: broker.kind }, 'holdfast listening');
+
+  let draining: Promise<void> | undefined;
+  const drain = (): Promise<void> =>
+    (draining ??= (async () => {
+      ctx.state.draining = true;
+      uWS.us_listen_socket_close(listenSocket);
+      hub.drain(DRAIN_RETRY_MS);
+      seed.drain();
+      if (ctx.state.publishesInFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
+      hub.close();
+      seed.close();
+      await broker.close();
+      metrics.close();
+      (app as unknown as { close(): void }).close();
+      log.info('drained');
+    })());
+
+  return { port, broker, context: ctx, drain };
+}
