@@ -29,6 +29,7 @@ export interface Config {
   readonly maxBodyBytes: number;
   readonly maxParked: number;
   readonly maxBackpressure: number;
+  readonly writeTimeoutMs: number;
   readonly publishKey: string | undefined;
   readonly jwtSecret: string | undefined;
   readonly jwtLeewayS: number;
@@ -115,6 +116,7 @@ const VARS = [
   v({ name: 'LP_MAX_BODY_BYTES', key: 'maxBodyBytes', def: '65536', unit: 'bytes', doc: 'Largest request body (413 above).', parse: int(1, 64 * 1024 * 1024) }),
   v({ name: 'LP_MAX_PARKED', key: 'maxParked', def: '100000', unit: 'polls', doc: 'Parked polls per process (503 above).', parse: int(1, 100_000_000) }),
   v({ name: 'LP_MAX_BACKPRESSURE', key: 'maxBackpressure', def: '262144', unit: 'bytes', doc: 'Unsent bytes after which a slow response is closed.', parse: int(1024, 1024 * 1024 * 1024) }),
+  v({ name: 'LP_WRITE_TIMEOUT_MS', key: 'writeTimeoutMs', def: '10000', unit: 'ms', doc: 'A poll answer not fully written by then is closed (slow reader).', parse: int(100, 600_000) }),
   v({ name: 'LP_PUBLISH_KEY', key: 'publishKey', def: '', unit: 'secret', doc: 'Bearer key for publish and admin. Unset: loopback clients only, no proxies.', parse: optionalString }),
   v({ name: 'LP_JWT_SECRET', key: 'jwtSecret', def: '', unit: 'secret', doc: 'HS256 secret for subscriber tokens. Unset: polls need no token.', parse: optionalString }),
   v({ name: 'LP_JWT_LEEWAY_S', key: 'jwtLeewayS', def: '30', unit: 's', doc: 'Clock leeway when checking a token\'s exp.', parse: int(0, 3600) }),

@@ -27,6 +27,8 @@ export const enum Sent {
   Gone,
   /** The client reads too slowly: the connection was closed. */
   SlowClosed,
+  /** Part of the body waits for the socket to drain (onWritable); `closed` is set when done. */
+  Pending,
 }
 
 export interface SendOptions {
@@ -84,7 +86,7 @@ function writeWithBackpressure(res: Res, body: Buffer, limit: number): Sent {
     if (done2) res.closed = true;
     return ok2;
   });
-  return Sent.Written;
+  return Sent.Pending;
 }
 
 export function sendJson(res: Res, status: number, value: unknown, options?: SendOptions): Sent {

@@ -22,7 +22,7 @@ import { TimerWheel } from '../timer-wheel.js';
 import { Poll, PollState } from './poll.js';
 import { PollRegistry } from './registry.js';
 
-type HubConfig = Pick<Config, 'maxParked' | 'maxBackpressure' | 'conflatePrefixes'>;
+type HubConfig = Pick<Config, 'maxParked' | 'maxBackpressure' | 'writeTimeoutMs' | 'conflatePrefixes'>;
 
 /** The same body for every single-channel poll at the same position, within one flush. */
 interface SharedAnswer {
@@ -275,6 +275,16 @@ export class PollHub {
   // ---- answering ----
 
   private expire(poll: Poll): void {
+    if (poll.state === PollState.Writing) {
+      // The answer could not be written in LP_WRITE_TIMEOUT_MS: a slow reader.
+      poll.state = PollState.Done;
+      if (!poll.res.closed) {
+        poll.res.closed = true;
+        poll.res.close();
+        this.metrics.slowClosed.inc();
+      }
+      return;
+    }
     if (poll.state === PollState.Done) return;
     this.answer(poll, [], undefined, 'timeout');
   }
@@ -290,8 +300,8 @@ export class PollHub {
   private finish(poll: Poll): void {
     if (poll.state === PollState.Done) return;
     if (poll.state === PollState.Parked) this.parked--;
+    if (poll.state !== PollState.Writing) this.registry.remove(poll);
     poll.state = PollState.Done;
-    this.registry.remove(poll);
     this.wheel.remove(poll);
   }
 
@@ -304,6 +314,12 @@ export class PollHub {
     if (sent === Sent.SlowClosed) {
       this.metrics.slowClosed.inc();
       return;
+    }
+    if (sent === Sent.Pending) {
+      // Give the socket LP_WRITE_TIMEOUT_MS to take the rest; the wheel closes it otherwise.
+      poll.state = PollState.Writing;
+      poll.deadline = Date.now() + this.config.writeTimeoutMs;
+      this.wheel.add(poll);
     }
     this.metrics.pollsAnswered.inc({ reason });
     if (messages.length > 0) {

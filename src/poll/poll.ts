@@ -5,6 +5,7 @@
  *     │  ^                          │
  *     │  └────(re-read: wake that cannot be served from the notification)
  *     └──(messages or gap at once)─────────────────────────────────────> Done
+ *   Done ──(socket full)──> Writing ──(drained)──> (closed) or ──(LP_WRITE_TIMEOUT_MS)──> closed as slow
  *   any state ──(client went away: onAborted)──> Done
  *
  * While in Setup the poll is already registered on its channels (interest before history), so
@@ -19,6 +20,8 @@ import type { WheelEntry } from '../timer-wheel.js';
 export const enum PollState {
   Setup,
   Parked,
+  /** Answered, but the socket has not taken the whole body yet. */
+  Writing,
   Done,
 }
 

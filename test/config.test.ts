@@ -1,0 +1,121 @@
+/** Configuration: every bad value is refused with a message naming the variable, the value and what is allowed. */
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.js';
+
+const BAD: [variable: string, value: string, allowed: RegExp][] = [
+  ['PORT', 'http', /an integer from 0 to 65535/],
+  ['PORT', '70000', /an integer from 0 to 65535/],
+  ['HOST', '', /an IP address or host name/],
+  ['REDIS_URL', 'localhost:6379', /redis:\/\/ or rediss:\/\//],
+  ['REDIS_CLUSTER_NODES', 'a:1,b', /host:port/],
+  ['LP_REDIS_PREFIX', 'has space', /up to 64 characters/],
+  ['LP_REDIS_SUBSCRIBERS', '0', /from 1 to 64/],
+  ['LP_UNSUBSCRIBE_LINGER_MS', '-1', /from 0 to/],
+  ['LP_DECODE_THREADS', 'many', /from 0 to 64/],
+  ['LP_POLL_TIMEOUT_MS', '500', /from 1000 to 120000/],
+  ['LP_POLL_TIMEOUT_MS', '30s', /from 1000 to 120000/],
+  ['LP_HISTORY_SIZE', '0', /from 1 to/],
+  ['LP_HISTORY_TTL_S', '1.5', /integer/],
+  ['LP_CHANNEL_IDLE_S', '0', /from 1 to/],
+  ['LP_MAX_CHANNELS_PER_POLL', '1000', /from 1 to 256/],
+  ['LP_MAX_BODY_BYTES', '0', /from 1 to/],
+  ['LP_MAX_PARKED', 'lots', /integer/],
+  ['LP_MAX_BACKPRESSURE', '10', /from 1024 to/],
+  ['LP_WRITE_TIMEOUT_MS', '5', /from 100 to/],
+  ['LP_JWT_LEEWAY_S', '-3', /from 0 to 3600/],
+  ['LP_CORS_ORIGINS', 'example.com', /origins like https:\/\/app.example.com/],
+  ['LP_IDEMPOTENCY_TTL_S', '0', /from 1 to/],
+  ['LP_IDEMPOTENCY_MAX_KEYS', '0', /from 1 to/],
+  ['LP_DRAIN_MS', 'soon', /integer/],
+  ['LP_MAX_BATCH', '0', /from 1 to/],
+  ['LP_MAX_PUBLISH_INFLIGHT', '0', /from 1 to/],
+  ['LP_SEED_OPEN', 'maybe', /one of 1, 0, true, false/],
+  ['LP_PROCS', 'half', /integer/],
+  ['LP_DEMO', '2', /one of 1, 0, true, false/],
+  ['LOG_LEVEL', 'loud', /one of fatal, error, warn, info/],
+];
+
+describe('config', () => {
+  it('defaults match the contract', () => {
+    const c = loadConfig({});
+    assert.equal(c.port, 3000);
+    assert.equal(c.host, '0.0.0.0');
+    assert.equal(c.pollTimeoutMs, 30000);
+    assert.equal(c.historySize, 1000);
+    assert.equal(c.historyTtlS, 3600);
+    assert.equal(c.maxChannelsPerPoll, 32);
+    assert.equal(c.maxBodyBytes, 65536);
+    assert.equal(c.maxParked, 100000);
+    assert.equal(c.maxBackpressure, 262144);
+    assert.equal(c.idempotencyTtlS, 600);
+    assert.equal(c.drainMs, 5000);
+    assert.equal(c.maxBatch, 1000);
+    assert.equal(c.maxPublishInflight, 10000);
+    assert.equal(c.jwtLeewayS, 30);
+    assert.equal(c.seedOpen, false);
+    assert.equal(c.redisUrl, undefined);
+    assert.equal(c.publishKey, undefined);
+    assert.ok(Object.isFrozen(c));
+  });
+
+  it('parses lists and flags', () => {
+    const c = loadConfig({ LP_PUBLIC_PREFIXES: 'public:, news.', LP_CORS_ORIGINS: 'https://a.example,http://localhost:5173', LP_SEED_OPEN: 'true', LP_PROCS: 'auto' });
+    assert.deepEqual(c.publicPrefixes, ['public:', 'news.']);
+    assert.deepEqual(c.corsOrigins, ['https://a.example', 'http://localhost:5173']);
+    assert.equal(c.seedOpen, true);
+    assert.equal(c.procs, 'auto');
+  });
+
+  for (const [variable, value, allowed] of BAD) {
+    it(`refuses ${variable}=${JSON.stringify(value)}`, () => {
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError);
+          assert.ok(err.message.startsWith(`${variable}=`), err.message);
+          assert.ok(err.message.includes(JSON.stringify(value)), err.message);
+          assert.match(err.message, allowed);
+          return true;
+        },
+      );
+    });
+  }
+
+  it('refuses REDIS_URL together with REDIS_CLUSTER_NODES', () => {
+    assert.throws(() => loadConfig({ REDIS_URL: 'redis://a:1', REDIS_CLUSTER_NODES: 'b:2' }), /choose one/);
+  });
+});
+
+describe('holdfast CLI', () => {
+  const cli = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 });
+
+  it('--help lists every variable with its default and unit', () => {
+    const r = cli(['--help']);
+    assert.equal(r.status, 0);
+    for (const name of CONFIG_VARIABLES) assert.match(r.stdout, new RegExp(`^  ${name} `, 'm'), name);
+    assert.match(r.stdout, /LP_POLL_TIMEOUT_MS\s+30000\s+ms/);
+    assert.match(r.stdout, /--procs/);
+  });
+
+  it('a bad variable exits 2 naming it', () => {
+    const r = cli([], { LP_MAX_PARKED: 'lots' });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /LP_MAX_PARKED="lots" is not valid/);
+  });
+
+  it('--procs 2 on the memory broker exits 2 with the reason', () => {
+    const r = cli(['--procs', '2'], { REDIS_URL: '', REDIS_CLUSTER_NODES: '' });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /needs REDIS_URL or REDIS_CLUSTER_NODES/);
+  });
+
+  it('an unknown argument exits 2', () => {
+    const r = cli(['--frobnicate']);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /unknown argument/);
+  });
+});
