@@ -18,7 +18,11 @@ export class Message {
     readonly time: number,
     /** The value as compact JSON text. */
     readonly json: string,
-  ) {}
+    /** The JSON fragment, when a decode worker already rendered it. */
+    jsonFragment?: string,
+  ) {
+    this.jsonFrag = jsonFragment;
+  }
 
   /** `{"ch":…,"seq":…,"data":…}` */
   jsonFragment(): string {

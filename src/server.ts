@@ -36,9 +36,10 @@ export interface HoldfastServer {
 /** Retry hint given to polls answered by a drain (jittered per poll). */
 const DRAIN_RETRY_MS = 1000;
 
-export async function createBroker(config: Config): Promise<Broker> {
+export async function createBroker(config: Config, log?: Logger): Promise<Broker> {
   if (config.redisUrl || config.redisClusterNodes.length > 0) {
-    throw new Error('the Redis broker is not built yet');
+    const { RedisBroker } = await import('./broker/redis/broker.js');
+    return new RedisBroker(config, log);
   }
   return new MemoryBroker(config);
 }
@@ -46,7 +47,7 @@ export async function createBroker(config: Config): Promise<Broker> {
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<HoldfastServer> {
   assertNativeUws();
   const log = options.logger ?? pino({ level: config.logLevel, base: { pid: process.pid } });
-  const broker = options.broker ?? (await createBroker(config));
+  const broker = options.broker ?? (await createBroker(config, log));
   const onBug = (err: unknown) => log.error({ err }, 'internal error');
 
   let hub!: PollHub;
@@ -80,6 +81,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     resync: () => {
       metrics.brokerReconnects.inc();
       hub.onResync();
+      seed.onResync();
     },
     queueReady: (id) => seed.onQueueReady(id),
     queueDisconnected: (id) => seed.onDisconnected(id),

@@ -74,6 +74,8 @@ export interface Broker {
   start(): Promise<void>;
   /** The command connection and the subscriber connections are up. */
   isReady(): boolean;
+  /** Resolves once isReady(), or rejects after `timeoutMs` (for tests and orderly starts). */
+  waitReady(timeoutMs: number): Promise<void>;
 
   publish(item: PublishItem): Promise<PublishResult>;
   /** All or a prefix: rejects with BatchPublishError carrying the published prefix. */
@@ -82,8 +84,12 @@ export interface Broker {
   channelInfo(ch: string): Promise<ChannelInfo>;
   deleteChannel(ch: string): Promise<ChannelInfo>;
 
-  /** Interest: notifications for `ch` are wanted (counted; pair each with unsubscribe). */
-  subscribe(ch: string): void;
+  /**
+   * Interest: notifications for `ch` are wanted (counted; pair each with unsubscribe).
+   * Returns a promise while the subscription is not yet confirmed by the store: history read
+   * before that could miss a message published in between.
+   */
+  subscribe(ch: string): Promise<void> | undefined;
   unsubscribe(ch: string): void;
 
   /** Seed-compatible per-client queues. */
@@ -92,7 +98,7 @@ export interface Broker {
   /** Puts back at the head a message whose answer could not be written. */
   queueReturn(id: string, json: string): Promise<void>;
   queueClear(id: string): Promise<void>;
-  watchQueue(id: string): void;
+  watchQueue(id: string): Promise<void> | undefined;
   unwatchQueue(id: string): void;
 
   close(): Promise<void>;

@@ -69,6 +69,7 @@ export class MemoryBroker implements Broker {
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweepCursor: Iterator<[string, MemoryChannel]> | undefined;
   private readonly historyTtlMs: number;
+  private lastTime = 0;
 
   constructor(
     private readonly config: MemoryConfig,
@@ -90,6 +91,8 @@ export class MemoryBroker implements Broker {
     return true;
   }
 
+  async waitReady(): Promise<void> {}
+
   async publish(item: PublishItem): Promise<PublishResult> {
     return this.publishNow(item);
   }
@@ -107,7 +110,9 @@ export class MemoryBroker implements Broker {
     }
     const seq = ++channel.lastSeq;
     channel.lastPublish = now;
-    const message = new Message(item.ch, seq, channel.epoch, now, item.json);
+    // Strictly increasing times order messages across channels even within one millisecond.
+    const time = (this.lastTime = Math.max(now, this.lastTime + 0.001));
+    const message = new Message(item.ch, seq, channel.epoch, time, item.json);
     this.dropExpired(channel, now);
     channel.history.push(message);
     if (item.id !== undefined) this.remember(channel, item.id, { seq, epoch: channel.epoch, expires: now + this.config.idempotencyTtlS * 1000 });
@@ -158,8 +163,9 @@ export class MemoryBroker implements Broker {
     return { ch, epoch: channel.epoch, lastSeq: 0, retained: 0 };
   }
 
-  subscribe(ch: string): void {
+  subscribe(ch: string): undefined {
     this.interest.set(ch, (this.interest.get(ch) ?? 0) + 1);
+    return undefined;
   }
 
   unsubscribe(ch: string): void {
@@ -197,7 +203,9 @@ export class MemoryBroker implements Broker {
     this.events?.queueDisconnected(id);
   }
 
-  watchQueue(): void {}
+  watchQueue(): undefined {
+    return undefined;
+  }
   unwatchQueue(): void {}
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@
  */
 
 import { bearer } from '../auth/jwt.js';
-import { HoldfastError } from '../errors.js';
+import { BrokerUnavailableError, HoldfastError } from '../errors.js';
 import { checkChannel, hasPrefix } from '../names.js';
 import { decodeBody, toJsonText } from '../payload.js';
 import { SeedPoll } from '../seed/seed-hub.js';
@@ -38,6 +38,7 @@ export function seedPoll(ctx: ServerContext) {
       if (!token) throw new HoldfastError('unauthorized', 'this clientId needs a token: Authorization: Bearer <jwt> or ?token=<jwt>');
       if (!ctx.tokens.verify(token).allows(id)) throw new HoldfastError('forbidden', `the token does not grant clientId ${JSON.stringify(id)}`);
     }
+    if (!ctx.broker.isReady()) throw new BrokerUnavailableError();
     const full = ctx.hub.parkedCount + ctx.seed.parkedCount >= ctx.config.maxParked;
     ctx.seed.begin(new SeedPoll(res, id, Date.now() + timeout), full);
   };

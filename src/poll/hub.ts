@@ -12,7 +12,7 @@
 import type { Broker, ReadFrom, ReadResult } from '../broker/broker.js';
 import type { Config } from '../config.js';
 import { encodeCursor, type Position } from '../cursor.js';
-import { HoldfastError } from '../errors.js';
+import { BrokerUnavailableError, HoldfastError } from '../errors.js';
 import { JSON_TYPE, MSGPACK_TYPE, Sent, jitter, send, sendError } from '../http/respond.js';
 import type { Message } from '../message.js';
 import type { AnswerReason, Metrics } from '../metrics.js';
@@ -63,11 +63,22 @@ export class PollHub {
     this.wheel.start();
   }
 
-  /** Takes a new poll: registers interest first, then reads history (see Poll). */
+  /**
+   * Takes a new poll: registers interest first, then reads history once the subscriptions are
+   * confirmed (see Poll). The deadline runs from here, so a stuck setup still answers.
+   */
   begin(poll: Poll, from: readonly ReadFrom[]): void {
+    if (!this.broker.isReady()) throw new BrokerUnavailableError();
     poll.res.onAborted(() => this.abort(poll));
-    this.registry.add(poll);
-    this.resolve(poll, from, true).catch(this.onBug);
+    this.wheel.add(poll);
+    const confirmed = this.registry.add(poll);
+    if (!confirmed) {
+      this.resolve(poll, from, true).catch(this.onBug);
+      return;
+    }
+    confirmed.then(() => {
+      if (poll.state === PollState.Setup) return this.resolve(poll, from, true);
+    }).catch(this.onBug);
   }
 
   // ---- notifications from the broker ----
@@ -257,7 +268,6 @@ export class PollHub {
         sendError(poll.res, new HoldfastError('too_many_polls', `this process holds LP_MAX_PARKED (${this.config.maxParked}) polls; retry shortly`, { retryMs: 2000 }));
         return;
       }
-      this.wheel.add(poll);
     }
     poll.state = PollState.Parked;
     this.parked++;
@@ -286,6 +296,12 @@ export class PollHub {
       return;
     }
     if (poll.state === PollState.Done) return;
+    if (poll.positions.length === 0) {
+      // Its first read never completed (the broker is away): no cursor to answer with.
+      this.finish(poll);
+      this.rejectNew(poll, new BrokerUnavailableError());
+      return;
+    }
     this.answer(poll, [], undefined, 'timeout');
   }
 
@@ -348,8 +364,9 @@ export class PollHub {
   }
 }
 
+/** Oldest first across channels; ties keep read order (Array.prototype.sort is stable). */
 function byTime(a: Message, b: Message): number {
-  return a.time - b.time || a.seq - b.seq;
+  return a.time - b.time;
 }
 
 /** A channel's position once `delivered` is sent: its last delivered seq, or where it stood. */

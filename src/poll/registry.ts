@@ -1,13 +1,21 @@
 /**
  * Which polls wait on which channel. Registering a channel's first poll subscribes the process
  * to it at the broker (interest-based notifications); removing its last poll unsubscribes.
+ * `add()` returns a promise while any of the poll's subscriptions is unconfirmed: the poll
+ * reads history only after that, so nothing published in between can slip past it.
  */
 
 import type { Broker } from '../broker/broker.js';
 import type { Poll } from './poll.js';
 
+interface ChannelEntry {
+  readonly polls: Set<Poll>;
+  /** Pending subscription confirmation; undefined once confirmed. */
+  confirmed: Promise<void> | undefined;
+}
+
 export class PollRegistry {
-  private readonly byChannel = new Map<string, Set<Poll>>();
+  private readonly byChannel = new Map<string, ChannelEntry>();
   private count = 0;
 
   constructor(private readonly broker: Broker) {}
@@ -17,23 +25,33 @@ export class PollRegistry {
     return this.count;
   }
 
-  add(poll: Poll): void {
+  add(poll: Poll): Promise<unknown> | undefined {
+    let waits: Promise<void>[] | undefined;
     for (const ch of poll.channels) {
-      let set = this.byChannel.get(ch);
-      if (!set) {
-        this.byChannel.set(ch, (set = new Set()));
-        this.broker.subscribe(ch);
+      let entry = this.byChannel.get(ch);
+      if (!entry) {
+        entry = { polls: new Set(), confirmed: undefined };
+        this.byChannel.set(ch, entry);
+        const pending = this.broker.subscribe(ch);
+        if (pending) {
+          const e = entry;
+          e.confirmed = pending.then(() => {
+            e.confirmed = undefined;
+          });
+        }
       }
-      set.add(poll);
+      entry.polls.add(poll);
+      if (entry.confirmed) (waits ??= []).push(entry.confirmed);
     }
     this.count++;
+    return waits && (waits.length === 1 ? waits[0] : Promise.all(waits));
   }
 
   remove(poll: Poll): void {
     for (const ch of poll.channels) {
-      const set = this.byChannel.get(ch);
-      if (!set || !set.delete(poll)) continue;
-      if (set.size === 0) {
+      const entry = this.byChannel.get(ch);
+      if (!entry || !entry.polls.delete(poll)) continue;
+      if (entry.polls.size === 0) {
         this.byChannel.delete(ch);
         this.broker.unsubscribe(ch);
       }
@@ -42,18 +60,18 @@ export class PollRegistry {
   }
 
   pollsOn(ch: string): ReadonlySet<Poll> | undefined {
-    return this.byChannel.get(ch);
+    return this.byChannel.get(ch)?.polls;
   }
 
   countOn(ch: string): number {
-    return this.byChannel.get(ch)?.size ?? 0;
+    return this.byChannel.get(ch)?.polls.size ?? 0;
   }
 
   /** Every registered poll, once. */
   *all(): IterableIterator<Poll> {
     const seen = new Set<Poll>();
-    for (const set of this.byChannel.values()) {
-      for (const poll of set) {
+    for (const entry of this.byChannel.values()) {
+      for (const poll of entry.polls) {
         if (!seen.has(poll)) {
           seen.add(poll);
           yield poll;

@@ -29,6 +29,8 @@ export class SeedPoll implements WheelEntry {
 
 export class SeedHub {
   private readonly waiters = new Map<string, SeedPoll[]>();
+  /** Client ids whose notifications are confirmed to reach this process. */
+  private readonly watched = new Set<string>();
   private readonly pumping = new Set<string>();
   private readonly again = new Set<string>();
   private ready = new Set<string>();
@@ -49,6 +51,11 @@ export class SeedHub {
     return this.count;
   }
 
+  /** Whether polls for `id` wait here with their notifications confirmed (for tests, admin). */
+  isWatching(id: string): boolean {
+    return this.watched.has(id);
+  }
+
   start(): void {
     this.wheel.start();
   }
@@ -64,14 +71,27 @@ export class SeedHub {
       return;
     }
     let list = this.waiters.get(poll.clientId);
+    let watched: Promise<void> | undefined;
     if (!list) {
       this.waiters.set(poll.clientId, (list = []));
-      this.broker.watchQueue(poll.clientId);
+      watched = this.broker.watchQueue(poll.clientId);
     }
     list.push(poll);
     this.count++;
     this.wheel.add(poll);
-    this.pump(poll.clientId).catch(this.onBug);
+    // Look at the queue only once notifications for it are sure to arrive.
+    const id = poll.clientId;
+    if (watched) {
+      watched
+        .then(() => {
+          if (this.waiters.has(id)) this.watched.add(id);
+          return this.pump(id);
+        })
+        .catch(this.onBug);
+    } else {
+      if (!this.watched.has(id) && this.waiters.get(id)!.length === 1) this.watched.add(id);
+      this.pump(id).catch(this.onBug);
+    }
   }
 
   /** Broker event: the client's queue may have a message (delivered on the next loop turn). */
@@ -92,6 +112,11 @@ export class SeedHub {
   onDisconnected(id: string): void {
     const list = this.waiters.get(id);
     if (list) for (const poll of [...list]) this.answerTimeout(poll, 'timeout');
+  }
+
+  /** Notifications may have been lost: look at every watched queue again. */
+  onResync(): void {
+    for (const id of this.waiters.keys()) this.pump(id).catch(this.onBug);
   }
 
   /** Every waiting poll answers {"status":"timeout"} at once. */
@@ -172,6 +197,7 @@ export class SeedHub {
     this.count--;
     if (list.length === 0) {
       this.waiters.delete(poll.clientId);
+      this.watched.delete(poll.clientId);
       this.broker.unwatchQueue(poll.clientId);
     }
   }

@@ -81,9 +81,8 @@ eachProfile((profile, env) => {
       await push({ clientId: id, message: 'dropped' });
       const r = await http(`${s.url}/disconnect?clientId=${id}`, { method: 'DELETE' });
       assert.deepEqual([r.status, r.body], [200, { status: 'ok' }]);
-      const before0 = s.server.context.seed.parkedCount;
       const waiting = seedPoll(id, 30_000);
-      await until(() => s.server.context.seed.parkedCount === before0 + 1, 'parked');
+      await until(() => s.server.context.seed.isWatching(id), 'parked and watching');
       const t0 = Date.now();
       await http(`${s.url}/disconnect?client_id=${id}`, { method: 'DELETE' });
       assert.deepEqual((await waiting).body, { status: 'timeout' });

@@ -4,7 +4,7 @@
  * HOLDFAST_PROFILES=memory,redis narrows the run.
  */
 
-import { before } from 'node:test';
+import { after, before } from 'node:test';
 import { execFileSync } from 'node:child_process';
 
 export interface Profile {
@@ -45,7 +45,7 @@ const ALL: Profile[] = [
 export function profiles(): Profile[] {
   const wanted = process.env.HOLDFAST_PROFILES?.split(',').map((s) => s.trim());
   const redis = hasRedis();
-  return ALL.filter((p) => (wanted ? wanted.includes(p.name) : p.name === 'memory') && (p.name === 'memory' || redis));
+  return ALL.filter((p) => (wanted ? wanted.includes(p.name) : true) && (p.name === 'memory' || redis));
 }
 
 /** Runs `body` once per profile, with the profile's environment resolved in a before() hook. */
@@ -54,6 +54,9 @@ export function eachProfile(body: (profile: Profile, env: () => Record<string, s
     let env: Record<string, string> | undefined;
     before(async () => {
       env = await profile.setup();
+    });
+    after(async () => {
+      if (profile.name !== 'memory') await (await import('./redis.js')).stopAllRedis();
     });
     body(profile, () => {
       if (!env) throw new Error('profile environment used before setup');

@@ -26,6 +26,7 @@ export const BASE_ENV: Record<string, string> = {
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const config = loadConfig({ ...BASE_ENV, ...env });
   const server = await startServer(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
+  await server.broker.waitReady(10_000);
   let closed = false;
   const close = async () => {
     if (closed) return;

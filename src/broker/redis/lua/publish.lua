@@ -1,0 +1,39 @@
+-- Publishes one message, atomically: idempotency check, seq = seq + 1, append to the bounded
+-- history, refresh TTLs, record the idempotency key, notify subscribers.
+-- KEYS: 1 meta hash {e, s}, 2 history list, 3 slot store hash, 4 idempotency key (always in
+--       the channel's slot; only used when ARGV[9] is 1)
+-- ARGV: 1 channel, 2 json, 3 history size, 4 history ttl s, 5 idle s, 6 idempotency ttl s,
+--       7 notify channel, 8 publish command (PUBLISH | SPUBLISH), 9 has idempotency key (0|1)
+-- Returns {seq, epoch, duplicate (0|1)}
+local meta, hist, store, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local has_idem = ARGV[9] == '1'
+local ch, json = ARGV[1], ARGV[2]
+local size, ttl, idle, idem_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+
+if has_idem then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local sep = string.find(seen, '|', 1, true)
+    return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+  end
+end
+
+local now = now_ms()
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = store_epoch(store, idle)
+  redis.call('HSET', meta, 'e', epoch)
+end
+local seq = redis.call('HINCRBY', meta, 's', 1)
+redis.call('EXPIRE', meta, idle)
+
+drop_expired(hist, now - ttl * 1000)
+redis.call('RPUSH', hist, ms_text(now) .. '|' .. json)
+redis.call('LTRIM', hist, -size, -1)
+redis.call('EXPIRE', hist, ttl)
+
+if has_idem then
+  redis.call('SET', idem, seq .. '|' .. epoch, 'EX', idem_ttl)
+end
+redis.call(ARGV[8], ARGV[7], cmsgpack.pack({ch = ch, seq = seq, epoch = epoch, t = now, data = json}))
+return {seq, epoch, 0}

@@ -1,0 +1,44 @@
+-- Reads a channel from a cursor position: its head, whether the cursor fell into a gap, and
+-- up to max retained messages after the start. Mirrors planRead() in src/broker/broker.ts.
+-- KEYS: 1 meta hash, 2 history list, 3 slot store hash
+-- ARGV: 1 mode (now | earliest | pos), 2 cursor epoch, 3 cursor seq, 4 max,
+--       5 history ttl s, 6 idle s, 7 conflated (0|1)
+-- Returns {epoch, lastSeq, gap (0|1), afterSeq, entry…} with entries "<ms>|<json>"
+local meta, hist, store = KEYS[1], KEYS[2], KEYS[3]
+local mode, max = ARGV[1], tonumber(ARGV[4])
+
+local epoch = redis.call('HGET', meta, 'e')
+local last = 0
+if epoch then
+  last = tonumber(redis.call('HGET', meta, 's') or '0')
+else
+  epoch = store_epoch(store, tonumber(ARGV[6]))
+end
+
+drop_expired(hist, now_ms() - tonumber(ARGV[5]) * 1000)
+local first = last - redis.call('LLEN', hist) + 1
+
+local after, gap
+if mode == 'now' then
+  after, gap = last, 0
+elseif mode == 'earliest' then
+  after, gap = first - 1, 0
+else
+  local cseq = tonumber(ARGV[3])
+  if ARGV[2] ~= epoch or cseq > last then
+    after, gap = first - 1, 1
+  elseif cseq >= first - 1 then
+    after, gap = cseq, 0
+  else
+    after = first - 1
+    gap = (ARGV[7] == '1') and 0 or 1
+  end
+end
+
+local out = {epoch, last, gap, after}
+if max > 0 and after < last then
+  local start = after + 1 - first
+  local items = redis.call('LRANGE', hist, start, start + max - 1)
+  for i = 1, #items do out[#out + 1] = items[i] end
+end
+return out
