@@ -16,7 +16,7 @@ process.on('exit', () => {
   for (const r of running) r.kill();
 });
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const srv = net.createServer();
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
   const port = (srv.address() as net.AddressInfo).port;
@@ -54,7 +54,6 @@ export class RedisServer {
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     running.add(this);
-    proc.unref();
     await new Promise<void>((resolve, reject) => {
       let log = '';
       const onData = (d: Buffer) => {
