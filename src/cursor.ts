@@ -40,9 +40,9 @@ function check16(buf: Buffer, end: number): number {
   return (h ^ (h >>> 16)) & 0xffff;
 }
 
-/** Encodes positions for channels whose hashes are given in the same order. */
-export function encodeCursor(hashes: readonly number[], positions: readonly Position[]): string {
-  const n = hashes.length;
+/** Encodes the positions of `channels` (same order). */
+export function encodeCursor(channels: readonly string[], positions: readonly Position[]): string {
+  const n = channels.length;
   let size = 2 + 2;
   for (let i = 0; i < n; i++) size += 13 + positions[i]!.epoch.length;
   const buf = Buffer.allocUnsafe(size);
@@ -51,7 +51,7 @@ export function encodeCursor(hashes: readonly number[], positions: readonly Posi
   let o = 2;
   for (let i = 0; i < n; i++) {
     const p = positions[i]!;
-    buf.writeUIntBE(hashes[i]!, o, 6);
+    buf.writeUIntBE(channelHash(channels[i]!), o, 6);
     buf.writeUIntBE(p.seq, o + 6, 6);
     buf[o + 12] = p.epoch.length;
     buf.write(p.epoch, o + 13, 'latin1');

@@ -26,7 +26,7 @@ export async function supervise(procs: number, config: Config): Promise<void> {
   const spawn = (slot: number): void => {
     const child = fork(entry, [], {
       env: { ...process.env, LP_PROCS: '1', HOLDFAST_WORKER: String(slot) },
-      execArgv: process.execArgv,
+      execArgv: process.execArgv.some((a) => a.startsWith('--max-semi-space-size')) ? process.execArgv : [...process.execArgv, '--max-semi-space-size=2'],
       stdio: 'inherit',
     });
     children.add(child);

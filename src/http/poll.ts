@@ -63,10 +63,9 @@ export function pollHandler(ctx: ServerContext) {
     }
 
     // 3. Park (or answer at once): interest first, then history.
-    const hashes = channels.map(channelHash);
-    const from: ReadFrom[] = channels.map((_, i) =>
-      cursor === 'earliest' ? 'earliest' : (cursor?.get(hashes[i]!) ?? 'now'),
+    const from: ReadFrom[] = channels.map((ch) =>
+      cursor === 'earliest' ? 'earliest' : (cursor?.get(channelHash(ch)) ?? 'now'),
     );
-    ctx.hub.begin(new Poll(res, channels, hashes, max, format, Date.now() + timeout), from);
+    ctx.hub.begin(new Poll(res, channels, max, format, Date.now() + timeout), from);
   };
 }

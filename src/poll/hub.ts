@@ -28,7 +28,7 @@ type HubConfig = Pick<Config, 'maxParked' | 'maxBackpressure' | 'writeTimeoutMs'
 interface SharedAnswer {
   body: Buffer;
   messages: Message[];
-  position: Position;
+  positions: readonly Position[];
 }
 
 export class PollHub {
@@ -165,11 +165,11 @@ export class PollHub {
       const messages = this.fit(fresh, poll.max);
       const last = messages[messages.length - 1]!;
       const position = { epoch: last.epoch, seq: last.seq };
-      const cursor = encodeCursor(poll.hashes, [position]);
+      const cursor = encodeCursor(poll.channels, [position]);
       const body = renderPoll({ messages, cursor, gapChannels: undefined, retryMs: undefined }, poll.format);
-      shared.set(key, (answer = { body, messages, position }));
+      shared.set(key, (answer = { body, messages, positions: [position] }));
     }
-    poll.positions = [answer.position];
+    poll.positions = answer.positions;
     this.finish(poll);
     this.write(poll, answer.body, answer.messages, 'messages');
   }
@@ -255,7 +255,10 @@ export class PollHub {
     }
     if (picked.length > 1 && results.length > 1) picked.sort(byTime);
     const delivered = this.fit(picked, poll.max);
-    poll.positions = results.map((r, i) => positionAfter(poll.channels[i]!, r, delivered));
+    poll.positions =
+      results.length === 1
+        ? this.registry.sharedPosition(poll.channels[0]!, positionAfter(poll.channels[0]!, results[0]!, delivered))
+        : results.map((r, i) => positionAfter(poll.channels[i]!, r, delivered));
 
     if (delivered.length > 0 || gapChannels) {
       return this.answer(poll, delivered, gapChannels, gapChannels ? 'gap' : 'messages');
@@ -307,7 +310,7 @@ export class PollHub {
 
   private answer(poll: Poll, messages: Message[], gapChannels: string[] | undefined, reason: AnswerReason, retryMs?: number): void {
     this.finish(poll);
-    const cursor = encodeCursor(poll.hashes, poll.positions);
+    const cursor = encodeCursor(poll.channels, poll.positions);
     const body = renderPoll({ messages, cursor, gapChannels, retryMs }, poll.format);
     this.write(poll, body, messages, reason);
   }

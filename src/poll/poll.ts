@@ -29,17 +29,19 @@ export class Poll implements WheelEntry {
   state = PollState.Setup;
   /** A notification arrived while the poll was reading: re-read before trusting the result. */
   dirty = false;
-  /** Per channel, what the client has seen; filled in by the first read. */
-  positions: Position[] = [];
+  /**
+   * Per channel, what the client has seen; filled in by the first read. Never mutated, only
+   * replaced, so single-channel polls at the same place share one array (see PollRegistry).
+   */
+  positions: readonly Position[] = [];
   wheelSlot = -1;
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
 
   constructor(
     readonly res: Res,
-    readonly channels: readonly string[],
-    /** channelHash() of each channel, for the cursor. */
-    readonly hashes: readonly number[],
+    /** Never mutated; the registry may swap in an equal shared array. */
+    public channels: readonly string[],
     readonly max: number,
     readonly format: AnswerFormat,
     public deadline: number,

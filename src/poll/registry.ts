@@ -6,12 +6,17 @@
  */
 
 import type { Broker } from '../broker/broker.js';
+import type { Position } from '../cursor.js';
 import type { Poll } from './poll.js';
 
 interface ChannelEntry {
   readonly polls: Set<Poll>;
   /** Pending subscription confirmation; undefined once confirmed. */
   confirmed: Promise<void> | undefined;
+  /** `[ch]`, shared by every single-channel poll on it. */
+  readonly single: readonly string[];
+  /** The last single-channel position handed out, shared while polls park at the same place. */
+  position: readonly Position[] | undefined;
 }
 
 export class PollRegistry {
@@ -30,7 +35,7 @@ export class PollRegistry {
     for (const ch of poll.channels) {
       let entry = this.byChannel.get(ch);
       if (!entry) {
-        entry = { polls: new Set(), confirmed: undefined };
+        entry = { polls: new Set(), confirmed: undefined, single: [ch], position: undefined };
         this.byChannel.set(ch, entry);
         const pending = this.broker.subscribe(ch);
         if (pending) {
@@ -41,6 +46,7 @@ export class PollRegistry {
         }
       }
       entry.polls.add(poll);
+      if (poll.channels.length === 1) poll.channels = entry.single;
       if (entry.confirmed) (waits ??= []).push(entry.confirmed);
     }
     this.count++;
@@ -57,6 +63,20 @@ export class PollRegistry {
       }
     }
     this.count--;
+  }
+
+  /**
+   * `[position]` for a single-channel poll on `ch`: the array already handed out when it is the
+   * same place (a fan-out channel's parked polls mostly are), else a new one. Saves two objects
+   * per parked poll.
+   */
+  sharedPosition(ch: string, position: Position): readonly Position[] {
+    const entry = this.byChannel.get(ch);
+    const last = entry?.position?.[0];
+    if (last && last.seq === position.seq && last.epoch === position.epoch) return entry.position!;
+    const fresh = [position];
+    if (entry) entry.position = fresh;
+    return fresh;
   }
 
   pollsOn(ch: string): ReadonlySet<Poll> | undefined {

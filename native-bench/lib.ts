@@ -1,0 +1,124 @@
+/** Shared pieces of the benchmark orchestrators: servers, load processes, RSS, metrics. */
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync, existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import net from 'node:net';
+
+export const ROOT = new URL('../', import.meta.url).pathname;
+export const PARK = new URL('./build/park', import.meta.url).pathname;
+/** Server on core 0, load on core 1 (when taskset exists and there are 2+ cores). */
+export const PIN = existsSync('/usr/bin/taskset');
+
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+export function pinned(core: number, cmd: string, args: string[]): [string, string[]] {
+  return PIN ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
+}
+
+export interface Server {
+  proc: ChildProcess;
+  port: number;
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+/** Starts `node dist/cli.js` (build first) pinned to core 0; resolves when `procs` processes listen. */
+export async function startHoldfast(env: Record<string, string>, procs = 1, extraArgs: string[] = []): Promise<Server> {
+  const port = Number(env.PORT) || (await freePort());
+  // The same Node flags as the holdfast bin (src/cli.ts shebang); BENCH_NODE_FLAGS overrides.
+  const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean);
+  const [cmd, args] = pinned(0, process.execPath, [...nodeFlags, `${ROOT}dist/cli.js`, ...extraArgs]);
+  const proc = spawn(cmd, args, {
+    env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', LP_MAX_PARKED: '1000000', ...env, PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const pids: number[] = [];
+  for await (const line of createInterface({ input: proc.stdout! })) {
+    try {
+      const e = JSON.parse(line);
+      if (e.msg === 'holdfast listening') pids.push(e.pid);
+    } catch { /* not a log line */ }
+    if (pids.length === procs) break;
+  }
+  proc.stdout!.resume();
+  return {
+    proc, port, pids,
+    stop: async () => {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+export async function metric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+  return line ? Number(line.split(' ').pop()) : NaN;
+}
+
+export interface ParkResult {
+  requested: number; connected: number; parked: number; early: number; answered: number; errors: number;
+  first_us: number; p50_us: number; p99_us: number; last_us: number;
+}
+
+export interface ParkRun {
+  /** Resolves when every load process has written all its requests. */
+  parked: Promise<void>;
+  /** Resolves with each process's summary once answers are in (or its wait ran out). */
+  done: Promise<ParkResult[]>;
+}
+
+/** Runs enough park processes (≤ 19,000 sockets each: the 20,000-file cap) for `n` polls. */
+export function park(port: number, n: number, opts: { channel?: string; prefix?: string; waitS?: number; rate?: number; seed?: boolean } = {}): ParkRun {
+  const perProc = 19_000;
+  const procs: Promise<ParkResult>[] = [];
+  const parkedSignals: Promise<void>[] = [];
+  for (let offset = 0; offset < n; offset += perProc) {
+    const count = Math.min(perProc, n - offset);
+    const args = ['-p', String(port), '-n', String(count), '-w', String(opts.waitS ?? 10), '-r', String(opts.rate ?? 10_000), '-s', '16'];
+    if (opts.prefix) args.push('-C', opts.prefix, '-o', String(offset));
+    else args.push('-c', opts.channel ?? 'bench');
+    if (opts.seed) args.push('-S');
+    const [cmd, a] = pinned(1, PARK, args);
+    const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    parkedSignals.push(new Promise((resolve) => {
+      let err = '';
+      p.stderr!.on('data', (d) => {
+        err += d;
+        if (err.includes('parked')) resolve();
+      });
+      p.once('exit', () => resolve());
+    }));
+    procs.push(new Promise((resolve, reject) => p.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`park exited ${code}`))))));
+  }
+  return { parked: Promise.all(parkedSignals).then(() => undefined), done: Promise.all(procs) };
+}
+
+/** Waits (bounded) until the servers report `n` parked polls in total. */
+export async function waitParked(ports: number[], n: number, limitMs = 60_000): Promise<number> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    let total = 0;
+    for (const p of ports) total += await metric(p, 'holdfast_parked_polls');
+    if (total >= n || Date.now() > deadline) return total;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

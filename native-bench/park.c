@@ -1,0 +1,184 @@
+/*
+ * park — parks N long-polls on an HTTP server and reports when their answers arrive.
+ *
+ * usage: park -p PORT -n N [-H 127.0.0.1] [-c CHANNEL | -C PREFIX] [-s SOURCES] [-r RATE]
+ *             [-T TIMEOUT_MS] [-w WAIT_S] [-q QUERY_EXTRA]
+ *
+ *   -c CHANNEL   every poll follows CHANNEL (fan-out)           (default "bench")
+ *   -C PREFIX    poll i follows PREFIX<i + OFFSET> (inbox)      (-o OFFSET, default 0)
+ *   -s SOURCES   spread client sockets over 127.0.0.2 … 127.0.0.(SOURCES+1), binding with
+ *                IP_BIND_ADDRESS_NO_PORT, to stay clear of ~28K ephemeral ports per address
+ *   -r RATE      connects per second (paced: the listen backlog is 4096)   (default 10000)
+ *   -w WAIT_S    after all are parked, wait up to WAIT_S for answers        (default 10)
+ *   -S SEED      use the seed API: GET /poll?clientId=<name> instead of /v1/poll
+ *
+ * Prints "parked <n>" on stderr once every request is written (orchestrators wait for it),
+ * then, when all answers are in or WAIT_S passed, one JSON line on stdout:
+ *   {"requested":N,"connected":…,"parked":…,"early":…,"answered":…,"errors":…,
+ *    "first_us":…,"p50_us":…,"p99_us":…,"last_us":…}
+ * with answer times in microseconds of CLOCK_REALTIME, for comparison with a publish time.
+ * An answer counts when its first byte arrives; "early" counts answers before all were parked.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+enum { S_CONNECTING, S_SENT, S_ANSWERED, S_FAILED };
+
+typedef struct {
+  int fd;
+  int state;
+  int64_t answered_us;
+} conn_t;
+
+static int64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int cmp64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: park -p PORT -n N [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-s SOURCES] [-r RATE] [-T TIMEOUT_MS] [-w WAIT_S] [-S]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  const char *host = "127.0.0.1", *channel = "bench", *prefix = NULL;
+  int port = 0, n = 0, sources = 8, rate = 10000, timeout_ms = 120000, wait_s = 10, offset = 0, seed = 0;
+  int opt;
+  while ((opt = getopt(argc, argv, "H:p:n:c:C:o:s:r:T:w:S")) != -1) {
+    switch (opt) {
+      case 'H': host = optarg; break;
+      case 'p': port = atoi(optarg); break;
+      case 'n': n = atoi(optarg); break;
+      case 'c': channel = optarg; break;
+      case 'C': prefix = optarg; break;
+      case 'o': offset = atoi(optarg); break;
+      case 's': sources = atoi(optarg); break;
+      case 'r': rate = atoi(optarg); break;
+      case 'T': timeout_ms = atoi(optarg); break;
+      case 'w': wait_s = atoi(optarg); break;
+      case 'S': seed = 1; break;
+      default: usage();
+    }
+  }
+  if (port <= 0 || n <= 0 || sources < 1 || sources > 250 || rate <= 0) usage();
+
+  conn_t *conns = calloc((size_t)n, sizeof(conn_t));
+  int ep = epoll_create1(0);
+  struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, host, &dst.sin_addr);
+
+  int connected = 0, sent = 0, answered = 0, early = 0, errors = 0, opened = 0;
+  int64_t start = mono_us();
+  int64_t parked_at = 0;
+  char req[1024];
+  struct epoll_event evs[1024];
+  char buf[65536];
+
+  for (;;) {
+    /* Pace connects: open as many as the rate allows by now. */
+    int64_t due = (mono_us() - start) * rate / 1000000 + 1;
+    while (opened < n && opened < due) {
+      conn_t *c = &conns[opened];
+      c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      if (c->fd < 0) { c->state = S_FAILED; errors++; opened++; continue; }
+      int one = 1;
+      setsockopt(c->fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+      setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      struct sockaddr_in src = {.sin_family = AF_INET};
+      src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + opened % sources));
+      bind(c->fd, (struct sockaddr *)&src, sizeof src);
+      if (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) {
+        close(c->fd); c->state = S_FAILED; errors++; opened++; continue;
+      }
+      struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)opened};
+      epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+      c->state = S_CONNECTING;
+      opened++;
+    }
+
+    if (!parked_at && sent + errors == n) {
+      parked_at = mono_us();
+      fprintf(stderr, "parked %d\n", sent);
+    }
+    if (parked_at && (answered + errors == n || mono_us() - parked_at > (int64_t)wait_s * 1000000)) break;
+
+    int k = epoll_wait(ep, evs, 1024, opened < n ? 1 : 50);
+    for (int i = 0; i < k; i++) {
+      uint32_t idx = evs[i].data.u32;
+      conn_t *c = &conns[idx];
+      if (c->state == S_CONNECTING && (evs[i].events & EPOLLOUT)) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) { c->state = S_FAILED; errors++; epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); close(c->fd); continue; }
+        connected++;
+        int len2;
+        if (seed)
+          len2 = snprintf(req, sizeof req, "GET /poll?clientId=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", prefix ? prefix : channel, prefix ? (int)idx + offset : 0, timeout_ms);
+        else if (prefix)
+          len2 = snprintf(req, sizeof req, "GET /v1/poll?ch=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", prefix, (int)idx + offset, timeout_ms);
+        else
+          len2 = snprintf(req, sizeof req, "GET /v1/poll?ch=%s&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", channel, timeout_ms);
+        if (write(c->fd, req, (size_t)len2) != len2) { c->state = S_FAILED; errors++; close(c->fd); continue; }
+        c->state = S_SENT;
+        sent++;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = idx};
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+      } else if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        ssize_t r = read(c->fd, buf, sizeof buf);
+        if (c->state == S_SENT && r > 0) {
+          c->state = S_ANSWERED;
+          c->answered_us = now_us();
+          answered++;
+          if (!parked_at) early++;
+        } else if (r == 0 || (r < 0 && errno != EAGAIN)) {
+          if (c->state != S_ANSWERED) { c->state = S_FAILED; errors++; }
+          epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+          close(c->fd);
+          c->fd = -1;
+        }
+      }
+    }
+  }
+
+  int64_t *times = malloc(sizeof(int64_t) * (size_t)(answered + 1));
+  int m = 0;
+  for (int i = 0; i < n; i++) if (conns[i].state == S_ANSWERED) times[m++] = conns[i].answered_us;
+  qsort(times, (size_t)m, sizeof(int64_t), cmp64);
+  printf("{\"requested\":%d,\"connected\":%d,\"parked\":%d,\"early\":%d,\"answered\":%d,\"errors\":%d,"
+         "\"first_us\":%lld,\"p50_us\":%lld,\"p99_us\":%lld,\"last_us\":%lld}\n",
+         n, connected, sent, early, answered, errors,
+         (long long)(m ? times[0] : 0), (long long)(m ? times[m / 2] : 0),
+         (long long)(m ? times[(m * 99) / 100 < m ? (m * 99) / 100 : m - 1] : 0), (long long)(m ? times[m - 1] : 0));
+  fflush(stdout);
+  for (int i = 0; i < n; i++) if (conns[i].fd > 0) close(conns[i].fd);
+  return 0;
+}
