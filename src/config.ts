@@ -150,6 +150,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     out[spec.key] = spec.parse(raw === undefined ? spec.def : raw, spec.name);
   }
   const config = { ...out, ...overrides } as unknown as Config;
+  // The demo's ticker is a conflated channel.
+  if (config.demo && !config.conflatePrefixes.includes('demo:ticker')) {
+    (config as { conflatePrefixes: readonly string[] }).conflatePrefixes = [...config.conflatePrefixes, 'demo:ticker'];
+  }
   if (config.redisUrl && config.redisClusterNodes.length > 0) {
     throw new ConfigError('REDIS_URL and REDIS_CLUSTER_NODES are both set: choose one');
   }

@@ -92,6 +92,11 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   seed.start();
 
   const app = uWS.App({});
+  let stopDemo: (() => void) | undefined;
+  if (config.demo) {
+    const { registerDemo } = await import('./demo/serve.js');
+    stopDemo = registerDemo(app, broker);
+  }
   registerRoutes(app, ctx);
   // One process per port on the memory broker (a second one would be a separate store);
   // shared (SO_REUSEPORT) on Redis, where several processes serve the same channels.
@@ -109,6 +114,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     log.warn('LP_PUBLISH_KEY is not set: only loopback clients may publish (and not through a proxy)');
   }
   if (config.seedOpen) log.warn('LP_SEED_OPEN=1: anyone may /push to and /disconnect any clientId');
+  if (config.demo) log.info({ url: `http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}/demo/` }, 'demo page');
   log.info({ host: config.host, port, broker: broker.kind }, 'holdfast listening');
 
   let draining: Promise<void> | undefined;
@@ -119,6 +125,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       hub.drain(DRAIN_RETRY_MS);
       seed.drain();
       if (ctx.state.publishesInFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
+      stopDemo?.();
       hub.close();
       seed.close();
       await broker.close();

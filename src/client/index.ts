@@ -66,6 +66,8 @@ export interface Subscription {
   setChannels(channels: readonly string[]): void;
   /** Aborts the poll in flight and cancels every timer. */
   stop(): void;
+  /** Skips a pending backoff and polls now (e.g. on the browser's `online` event). */
+  reconnectNow(): void;
 }
 
 export class HoldfastHttpError extends Error {
@@ -127,6 +129,10 @@ class Subscriber implements Subscription {
     // Restart now with the new list; the cursor keeps the place of the channels kept, and a
     // poll aborted mid-answer is simply asked again from the same cursor (dedup drops repeats).
     this.restart();
+  }
+
+  reconnectNow(): void {
+    if (this.status === 'reconnecting') this.restart();
   }
 
   stop(): void {

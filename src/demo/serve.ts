@@ -1,0 +1,52 @@
+/**
+ * LP_DEMO=1: serves the demo page, its script and the client library, and publishes a ticker
+ * on the conflated channel `demo:ticker` once a second.
+ */
+
+import { readFileSync } from 'node:fs';
+import type { Broker } from '../broker/broker.js';
+import type { TemplatedApp } from '../uws.js';
+import type { Res } from '../http/respond.js';
+import { send, sendJson } from '../http/respond.js';
+
+const dist = new URL('../', import.meta.url); // dist/ (or src/ under tsx, where the .js files do not exist)
+
+const FILES: Record<string, [file: string, type: string]> = {
+  '/demo/': ['demo/index.html', 'text/html; charset=utf-8'],
+  '/demo/index.html': ['demo/index.html', 'text/html; charset=utf-8'],
+  '/demo/app.js': ['demo/app.js', 'text/javascript; charset=utf-8'],
+  '/client/index.js': ['client/index.js', 'text/javascript; charset=utf-8'],
+};
+
+export const TICKER_CHANNEL = 'demo:ticker';
+
+function load(file: string): Buffer | undefined {
+  for (const base of [dist, new URL('../../dist/', import.meta.url)]) {
+    try {
+      return readFileSync(new URL(file, base));
+    } catch {
+      /* try the next place */
+    }
+  }
+  return undefined;
+}
+
+export function registerDemo(app: TemplatedApp, broker: Broker): () => void {
+  for (const [path, [file, type]] of Object.entries(FILES)) {
+    app.get(path, (res: Res) => {
+      const body = load(file);
+      if (body) send(res, 200, type, body, { headers: ['Cache-Control', 'no-cache'] });
+      else sendJson(res, 404, { error: { code: 'not_found', message: `${file} is not built: run npm run build` } });
+    });
+  }
+  app.get('/demo', (res: Res) => {
+    res.cork(() => res.writeStatus('301 Moved Permanently').writeHeader('Location', '/demo/').end());
+  });
+  let px = 100;
+  const ticker = setInterval(() => {
+    px = Math.max(1, Math.round((px + (Math.random() - 0.5) * 2) * 100) / 100);
+    broker.publish({ ch: TICKER_CHANNEL, json: JSON.stringify({ px }) }).catch(() => undefined);
+  }, 1000);
+  ticker.unref();
+  return () => clearInterval(ticker);
+}
