@@ -48,6 +48,12 @@ export async function startHoldfast(env: Record<string, string>, procs = 1, extr
     if (pids.length === procs) break;
   }
   proc.stdout!.resume();
+  // Listening is not ready: on Redis the broker connects after the listen socket opens.
+  const deadline = Date.now() + 15_000;
+  while ((await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status, () => 0)) !== 200) {
+    if (Date.now() > deadline) throw new Error('holdfast did not become ready (is Redis up?)');
+    await new Promise((r) => setTimeout(r, 50));
+  }
   return {
     proc, port, pids,
     stop: async () => {
@@ -83,7 +89,7 @@ export interface ParkRun {
 }
 
 /** Runs enough park processes (≤ 19,000 sockets each: the 20,000-file cap) for `n` polls. */
-export function park(port: number, n: number, opts: { channel?: string; prefix?: string; waitS?: number; rate?: number; seed?: boolean } = {}): ParkRun {
+export function park(port: number, n: number, opts: { channel?: string; prefix?: string; waitS?: number; rate?: number; seed?: boolean; path?: string; dump?: string } = {}): ParkRun {
   const perProc = 19_000;
   const procs: Promise<ParkResult>[] = [];
   const parkedSignals: Promise<void>[] = [];
@@ -93,8 +99,11 @@ export function park(port: number, n: number, opts: { channel?: string; prefix?:
     if (opts.prefix) args.push('-C', opts.prefix, '-o', String(offset));
     else args.push('-c', opts.channel ?? 'bench');
     if (opts.seed) args.push('-S');
+    if (opts.path) args.push('-u', opts.path);
+    if (opts.dump) args.push('-O', procs.length === 0 ? opts.dump : `${opts.dump}.${procs.length}`);
     const [cmd, a] = pinned(1, PARK, args);
     const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => p.once('exit', resolve));
     let out = '';
     p.stdout!.on('data', (d) => (out += d));
     parkedSignals.push(new Promise((resolve) => {
@@ -103,9 +112,12 @@ export function park(port: number, n: number, opts: { channel?: string; prefix?:
         err += d;
         if (err.includes('parked')) resolve();
       });
-      p.once('exit', () => resolve());
+      void exited.then(() => resolve());
     }));
-    procs.push(new Promise((resolve, reject) => p.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`park exited ${code}`))))));
+    procs.push(exited.then((code) => {
+      if (code !== 0) throw new Error(`park exited ${code}`);
+      return JSON.parse(out) as ParkResult;
+    }));
   }
   return { parked: Promise.all(parkedSignals).then(() => undefined), done: Promise.all(procs) };
 }

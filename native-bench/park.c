@@ -10,7 +10,10 @@
  *                IP_BIND_ADDRESS_NO_PORT, to stay clear of ~28K ephemeral ports per address
  *   -r RATE      connects per second (paced: the listen backlog is 4096)   (default 10000)
  *   -w WAIT_S    after all are parked, wait up to WAIT_S for answers        (default 10)
- *   -S SEED      use the seed API: GET /poll?clientId=<name> instead of /v1/poll
+ *   -S           use the seed API: GET /poll?clientId=<name> instead of /v1/poll
+ *   -u FORMAT    request path printf format with one %s (channel) or %s%d (prefix, index), e.g.
+ *                "/sub/%s" for Nchan; overrides -S and the /v1/poll default
+ *   -O FILE      write "<index> <answer_us>" per answered poll (for per-message latency)
  *
  * Prints "parked <n>" on stderr once every request is written (orchestrators wait for it),
  * then, when all answers are in or WAIT_S passed, one JSON line on stdout:
@@ -64,15 +67,16 @@ static int cmp64(const void *a, const void *b) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: park -p PORT -n N [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-s SOURCES] [-r RATE] [-T TIMEOUT_MS] [-w WAIT_S] [-S]\n");
+  fprintf(stderr, "usage: park -p PORT -n N [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-s SOURCES] [-r RATE] [-T TIMEOUT_MS] [-w WAIT_S] [-S] [-u PATH_FMT] [-O FILE]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *channel = "bench", *prefix = NULL;
   int port = 0, n = 0, sources = 8, rate = 10000, timeout_ms = 120000, wait_s = 10, offset = 0, seed = 0;
+  const char *path_fmt = NULL, *dump = NULL;
   int opt;
-  while ((opt = getopt(argc, argv, "H:p:n:c:C:o:s:r:T:w:S")) != -1) {
+  while ((opt = getopt(argc, argv, "H:p:n:c:C:o:s:r:T:w:Su:O:")) != -1) {
     switch (opt) {
       case 'H': host = optarg; break;
       case 'p': port = atoi(optarg); break;
@@ -85,6 +89,8 @@ int main(int argc, char **argv) {
       case 'T': timeout_ms = atoi(optarg); break;
       case 'w': wait_s = atoi(optarg); break;
       case 'S': seed = 1; break;
+      case 'u': path_fmt = optarg; break;
+      case 'O': dump = optarg; break;
       default: usage();
     }
   }
@@ -141,7 +147,14 @@ int main(int argc, char **argv) {
         if (err) { c->state = S_FAILED; errors++; epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); close(c->fd); continue; }
         connected++;
         int len2;
-        if (seed)
+        char path[512];
+        if (path_fmt) {
+          char name[256];
+          if (prefix) snprintf(name, sizeof name, "%s%d", prefix, (int)idx + offset);
+          else snprintf(name, sizeof name, "%s", channel);
+          snprintf(path, sizeof path, path_fmt, name);
+          len2 = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: bench\r\n\r\n", path);
+        } else if (seed)
           len2 = snprintf(req, sizeof req, "GET /poll?clientId=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", prefix ? prefix : channel, prefix ? (int)idx + offset : 0, timeout_ms);
         else if (prefix)
           len2 = snprintf(req, sizeof req, "GET /v1/poll?ch=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", prefix, (int)idx + offset, timeout_ms);
@@ -169,6 +182,13 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (dump) {
+    FILE *f = fopen(dump, "w");
+    if (f) {
+      for (int i = 0; i < n; i++) if (conns[i].state == S_ANSWERED) fprintf(f, "%d %lld\n", i + offset, (long long)conns[i].answered_us);
+      fclose(f);
+    }
+  }
   int64_t *times = malloc(sizeof(int64_t) * (size_t)(answered + 1));
   int m = 0;
   for (int i = 0; i < n; i++) if (conns[i].state == S_ANSWERED) times[m++] = conns[i].answered_us;

@@ -10,6 +10,8 @@ export type AnswerReason = 'messages' | 'timeout' | 'gap' | 'drain';
 
 export interface LiveState {
   parkedPolls(): number;
+  /** Polls registered but not parked: reading history, or waiting for a subscription. */
+  readingPolls(): number;
   decodeQueueDepth(): number;
 }
 
@@ -29,6 +31,7 @@ export class Metrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'holdfast_process_' });
     new Gauge({ name: 'holdfast_parked_polls', help: 'Polls parked in this process.', registers, collect() { this.set(live.parkedPolls()); } });
+    new Gauge({ name: 'holdfast_reading_polls', help: 'Polls reading history or waiting for their subscription (not yet parked).', registers, collect() { this.set(live.readingPolls()); } });
     this.pollsAnswered = new Counter({ name: 'holdfast_polls_answered_total', help: 'Poll answers by reason.', labelNames: ['reason'], registers });
     for (const reason of ['messages', 'timeout', 'gap', 'drain']) this.pollsAnswered.inc({ reason }, 0);
     this.published = new Counter({ name: 'holdfast_messages_published_total', help: 'Messages published through this process.', registers });

@@ -54,6 +54,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   let seed!: SeedHub;
   const metrics = new Metrics({
     parkedPolls: () => hub.parkedCount + seed.parkedCount,
+    readingPolls: () => hub.registry.size - hub.parkedCount,
     decodeQueueDepth: () => (broker as { decodeQueueDepth?: () => number }).decodeQueueDepth?.() ?? 0,
   });
   hub = new PollHub(broker, config, metrics, onBug);

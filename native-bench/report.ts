@@ -1,0 +1,86 @@
+/** Renders a benchmark report: markdown tables with ratios, and an SVG of latency percentiles. */
+
+interface Report {
+  date: string;
+  quick: boolean;
+  machine: { cpus: number; model?: string; kernel: string; node: string; pinned: boolean };
+  sizes: Record<string, number>;
+  results: Record<string, Record<string, any>>;
+  skipped: Record<string, string>;
+  seconds: number;
+}
+
+const fmt = (v: unknown) =>
+  typeof v === 'number' ? (Number.isInteger(v) ? v.toLocaleString('en') : v.toFixed(v < 10 ? 2 : 1)) : v === undefined ? '–' : String(v);
+
+/** For each scenario: the columns shown, and the key metric the ratio column compares. */
+const TABLES: Record<string, { title: string; cols: [string, string][]; key: string; higherIsBetter: boolean }> = {
+  park: { title: 'Parked polls: server RSS per parked poll', cols: [['polls', 'polls'], ['serverCount', 'server count'], ['stillParkedAfterHold', 'still parked'], ['bytesPerPoll', 'bytes / poll']], key: 'bytesPerPoll', higherIsBetter: false },
+  fanout: { title: 'Fan-out: one publish to every parked poll', cols: [['answered', 'answered'], ['firstMs', 'first ms'], ['p50Ms', 'p50 ms'], ['p99Ms', 'p99 ms'], ['lastMs', 'last ms'], ['deliveriesPerSec', 'deliveries/s']], key: 'deliveriesPerSec', higherIsBetter: true },
+  inbox: { title: 'Inbox: one message to each of N channels', cols: [['answered', 'answered'], ['deliveriesPerSec', 'deliveries/s'], ['p50Ms', 'p50 ms'], ['p99Ms', 'p99 ms'], ['maxMs', 'max ms']], key: 'deliveriesPerSec', higherIsBetter: true },
+  steady: { title: 'Steady state: clients re-poll with their cursor under a fixed publish rate', cols: [['clients', 'clients'], ['deliveriesPerSec', 'deliveries/s'], ['p50Ms', 'p50 ms'], ['p99Ms', 'p99 ms'], ['maxMs', 'max ms'], ['complete', 'complete'], ['missing', 'lost'], ['duplicates', 'doubled']], key: 'deliveriesPerSec', higherIsBetter: true },
+  fastpath: { title: 'Fast path (autocannon, 50 connections)', cols: [['pollsPerSec', 'polls/s (message waiting)'], ['publishesPerSec', 'publishes/s']], key: 'pollsPerSec', higherIsBetter: true },
+};
+
+export function renderMarkdown(r: Report): string {
+  const out: string[] = [];
+  out.push(`Benchmark of ${r.date.slice(0, 10)}${r.quick ? ' (quick)' : ''}: ${r.machine.cpus} cores (${r.machine.model}), Linux ${r.machine.kernel}, Node ${r.machine.node}; ` +
+    (r.machine.pinned ? 'server on core 0, load tools and Redis on core 1.' : 'not pinned.'));
+  for (const [scenario, spec] of Object.entries(TABLES)) {
+    const rows = r.results[scenario];
+    if (!rows) continue;
+    const ref = rows['holdfast (memory)']?.[spec.key] as number | undefined;
+    const refRedis = rows['holdfast (redis)']?.[spec.key] as number | undefined;
+    out.push('', `### ${spec.title}`, '');
+    out.push(`| server | ${spec.cols.map(([, h]) => h).join(' | ')} | holdfast (memory) vs this | holdfast (redis) vs this |`);
+    out.push(`|---|${spec.cols.map(() => '---').join('|')}|---|---|`);
+    for (const [name, v] of Object.entries(rows)) {
+      if (v.error) {
+        out.push(`| ${name} | error: ${v.error} |`);
+        continue;
+      }
+      const mine = v[spec.key] as number;
+      const ratio = (h: number | undefined) => (h && mine ? `${(spec.higherIsBetter ? h / mine : mine / h).toFixed(2)}×` : '–');
+      out.push(`| ${name} | ${spec.cols.map(([k]) => fmt(v[k])).join(' | ')} | ${ratio(ref)} | ${ratio(refRedis)} |`);
+    }
+    out.push('', `Ratios compare ${spec.key}; above 1× means Holdfast is ${spec.higherIsBetter ? 'faster' : 'leaner'}.`);
+  }
+  const skipped = Object.entries(r.skipped);
+  if (skipped.length) out.push('', 'Skipped: ' + skipped.map(([n, why]) => `${n} (${why})`).join('; '));
+  return out.join('\n') + '\n';
+}
+
+/** Grouped bars (log scale) of inbox delivery latency p50 / p99 / max per server. */
+export function renderSvg(r: Report): string {
+  const rows = Object.entries(r.results.inbox ?? {}).filter(([, v]) => !v.error);
+  const W = 760, H = 360, left = 70, bottom = 90, top = 40;
+  const plotH = H - top - bottom;
+  const values = rows.flatMap(([, v]) => [v.p50Ms, v.p99Ms, v.maxMs]).filter((x) => x > 0);
+  const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...values, 1))));
+  const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...values, 10))));
+  const y = (ms: number) => top + plotH - (Math.log10(Math.max(ms, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) * plotH;
+  const group = (W - left - 20) / Math.max(1, rows.length);
+  const colors = ['#4c78a8', '#f58518', '#e45756'];
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`);
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">Inbox delivery latency, publish → answer (ms, log scale), ${r.date.slice(0, 10)}</text>`);
+  for (let d = lo; d <= hi; d *= 10) {
+    parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(d)}" y2="${y(d)}" stroke="#ddd"/>`);
+    parts.push(`<text x="${left - 6}" y="${y(d) + 4}" text-anchor="end">${d}</text>`);
+  }
+  rows.forEach(([name, v], i) => {
+    const x0 = left + i * group + group * 0.15;
+    const bw = (group * 0.7) / 3;
+    [v.p50Ms, v.p99Ms, v.maxMs].forEach((ms: number, k: number) => {
+      const yy = y(ms);
+      parts.push(`<rect x="${x0 + k * bw}" y="${yy}" width="${bw - 2}" height="${top + plotH - yy}" fill="${colors[k]}"><title>${name} ${['p50', 'p99', 'max'][k]} ${ms.toFixed(2)} ms</title></rect>`);
+    });
+    parts.push(`<text x="${x0 + group * 0.35}" y="${top + plotH + 16}" text-anchor="middle">${name}</text>`);
+  });
+  ['p50', 'p99', 'max'].forEach((label, k) => {
+    parts.push(`<rect x="${left + k * 70}" y="${H - 30}" width="12" height="12" fill="${colors[k]}"/><text x="${left + k * 70 + 16}" y="${H - 20}">${label}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}

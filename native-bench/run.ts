@@ -1,0 +1,306 @@
+/**
+ * npm run bench [-- --quick] [--only park,inbox,steady,fastpath] [--targets holdfast,nchan]
+ *
+ * Runs every scenario against every target that is installed, in one run on this machine:
+ * server pinned to core 0, load tools (and Redis) to core 1. Writes
+ * native-bench/results/<date>.json, <date>.md (tables with ratios) and <date>.svg (delivery
+ * latency percentiles), and prints the tables.
+ *
+ * Scenarios (see README, Performance):
+ *   park     N polls parked on one channel: server RSS per parked poll; then one publish: fan-out
+ *            time to first / p50 / p99 / last delivery and deliveries/s
+ *   inbox    N channels with one poll each, one message to each through 16 keep-alive publisher
+ *            connections: deliveries/s and publish→delivery p50 / p99 / max
+ *   steady   C clients loop poll → re-poll with cursor while a publisher sends at a fixed rate:
+ *            deliveries/s, latency, and that every client saw every seq once (Holdfast only)
+ *   fastpath autocannon: polls/s when a message is already waiting; publishes/s
+ */
+
+import { spawn } from 'node:child_process';
+import { cpus, release } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import { PIN, park, pinned, rssKiB, waitParked, freePort } from './lib.js';
+import { TARGETS, type Running, type Target } from './targets.js';
+import { renderMarkdown, renderSvg } from './report.js';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const only = argValue('--only')?.split(',');
+const targetFilter = argValue('--targets')?.split(',');
+const N_PARK = quick ? 5000 : 19_500;
+const N_INBOX = quick ? 5000 : 19_000;
+const STEADY_CLIENTS = quick ? 200 : 1000;
+const STEADY_RATE = 200;
+const STEADY_SECONDS = quick ? 3 : 10;
+const FAST_SECONDS = quick ? 3 : 8;
+const PUBLISHERS = 16;
+const tmp = join(tmpdir(), `hf-bench-${process.pid}`);
+mkdirSync(tmp, { recursive: true });
+
+function argValue(name: string): string | undefined {
+  const i = argv.indexOf(name);
+  return i === -1 ? undefined : argv[i + 1];
+}
+
+const wanted = (scenario: string) => !only || only.includes(scenario);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- Redis (for the Redis targets), on the load core ----
+let redisUrl: string | undefined;
+let stopRedis: (() => void) | undefined;
+async function ensureRedis(): Promise<string> {
+  if (redisUrl) return redisUrl;
+  const port = await freePort();
+  const [cmd, args] = pinned(1, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--maxclients', '50000']);
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes('Ready to accept connections')) resolve();
+    });
+    proc.once('exit', () => reject(new Error('redis-server exited')));
+  });
+  proc.stdout!.resume();
+  stopRedis = () => proc.kill('SIGKILL');
+  return (redisUrl = `redis://127.0.0.1:${port}`);
+}
+
+/** "<index> <µs>" lines from a dump and its siblings (<file>.1, .2… when several park processes ran). */
+function readPairs(file: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (let k = 0; ; k++) {
+    const name = k === 0 ? file : `${file}.${k}`;
+    if (!existsSync(name)) break;
+    for (const line of readFileSync(name, 'utf8').split('\n')) {
+      const [i, t] = line.split(' ');
+      if (t) out.set(Number(i), Number(t));
+    }
+    rmSync(name);
+  }
+  return out;
+}
+
+function percentiles(xs: number[]): { p50: number; p99: number; max: number } {
+  const s = xs.slice().sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(s.length * q))] ?? NaN;
+  return { p50: at(0.5), p99: at(0.99), max: s[s.length - 1] ?? NaN };
+}
+
+function pub(port: number, args: string[]): Promise<{ sent: number; ok: number; failed: number; start_us: number; end_us: number }> {
+  return new Promise((resolve, reject) => {
+    const [cmd, a] = pinned(1, new URL('./build/pub', import.meta.url).pathname, ['-p', String(port), ...args]);
+    const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.once('exit', () => {
+      try {
+        resolve(JSON.parse(out));
+      } catch {
+        reject(new Error(`pub failed: ${out}`));
+      }
+    });
+  });
+}
+
+const rssOf = (r: Running) => r.pids.reduce((a, pid) => a + rssKiB(pid), 0);
+
+// ---- scenarios ----
+
+async function parkAndFanout(t: Target, r: Running) {
+  // Warm-up, so the baseline includes JIT and first allocations.
+  const warm = park(r.port, 500, { channel: 'warm', waitS: 3, path: t.pollPath });
+  await warm.parked;
+  await sleep(500);
+  await pub(r.port, ['-n', '1', '-u', t.publishPath('warm', false), '-b', t.publishBody(false, '')]);
+  await warm.done;
+  await sleep(1000);
+  const before = rssOf(r);
+  const run = park(r.port, N_PARK, { channel: 'fan', waitS: 30, path: t.pollPath, dump: join(tmp, 'fan.txt') });
+  await run.parked;
+  const serverCount = t.parkedCount ? await waitParked([r.port], N_PARK) : undefined;
+  await sleep(2000); // hold
+  const after = rssOf(r);
+  const stillParked = t.parkedCount ? await t.parkedCount(r.port) : undefined;
+  const parkResult = {
+    polls: N_PARK,
+    serverCount,
+    stillParkedAfterHold: stillParked,
+    rssBeforeKiB: before,
+    rssAfterKiB: after,
+    bytesPerPoll: Math.round(((after - before) * 1024) / N_PARK),
+  };
+  if (!t.supportsFanout) return { park: parkResult };
+  const sent = await pub(r.port, ['-n', '1', '-c', '1', '-d', '1', '-u', t.publishPath('fan', false), '-b', t.publishBody(false, '')]);
+  const results = await run.done;
+  const answered = results.reduce((a, x) => a + x.answered, 0);
+  const times = [...readPairs(join(tmp, 'fan.txt')).values()].map((x) => x - sent.start_us);
+  const { p50, p99 } = percentiles(times);
+  const first = Math.min(...times);
+  const last = Math.max(...times);
+  return {
+    park: parkResult,
+    fanout: { polls: N_PARK, answered, firstMs: first / 1000, p50Ms: p50 / 1000, p99Ms: p99 / 1000, lastMs: last / 1000, deliveriesPerSec: Math.round(answered / (last / 1e6)) },
+  };
+}
+
+async function inbox(t: Target, r: Running) {
+  const prefix = 'inbox';
+  const run = park(r.port, N_INBOX, { prefix, waitS: 60, path: t.pollPath, dump: join(tmp, 'inbox.txt') });
+  await run.parked;
+  if (t.parkedCount) {
+    const parked = await waitParked([r.port], N_INBOX);
+    if (parked < N_INBOX) throw new Error(`the server reports ${parked} of ${N_INBOX} polls parked`);
+  }
+  else await sleep(2000);
+  // No HTTP pipelining: uWS v20.30 closes a connection that pipelines a request behind an
+  // unanswered one, so Holdfast on Redis (whose answers wait for Redis) would be cut off. Every
+  // server gets the same publisher: PUBLISHERS keep-alive connections, one request in flight each.
+  const sent = await pub(r.port, ['-n', String(N_INBOX), '-c', String(PUBLISHERS), '-d', '1', '-u', t.publishPath(prefix, true), '-b', t.publishBody(true, prefix), '-O', join(tmp, 'sent.txt')]);
+  const results = await run.done;
+  const answers = readPairs(join(tmp, 'inbox.txt'));
+  const sends = readPairs(join(tmp, 'sent.txt'));
+  const lat: number[] = [];
+  let lastAnswer = 0;
+  for (const [i, at] of answers) {
+    const s = sends.get(i);
+    if (s !== undefined) lat.push(at - s);
+    lastAnswer = Math.max(lastAnswer, at);
+  }
+  const { p50, p99, max } = percentiles(lat);
+  const answered = results.reduce((a, x) => a + x.answered, 0);
+  return {
+    polls: N_INBOX,
+    published: sent.ok,
+    answered,
+    deliveriesPerSec: Math.round(answered / ((lastAnswer - sent.start_us) / 1e6)),
+    p50Ms: p50 / 1000,
+    p99Ms: p99 / 1000,
+    maxMs: max / 1000,
+  };
+}
+
+async function steady(_t: Target, r: Running) {
+  const total = STEADY_RATE * STEADY_SECONDS;
+  const [cmd, a] = pinned(1, new URL('./build/steady', import.meta.url).pathname, ['-p', String(r.port), '-n', String(STEADY_CLIENTS), '-c', 'steady', '-E', String(total), '-w', String(STEADY_SECONDS + 30)]);
+  const proc = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    proc.stderr!.on('data', (d) => {
+      err += d;
+      if (err.includes('parked')) resolve();
+    });
+    proc.once('exit', (code) => reject(new Error(`steady exited (${code}) before parking: ${err}`)));
+  });
+  await waitParked([r.port], STEADY_CLIENTS);
+  const sent = await pub(r.port, ['-n', String(total), '-c', '4', '-d', '1', '-R', String(STEADY_RATE), '-u', '/v1/publish/steady']);
+  await exited;
+  const s = JSON.parse(out);
+  return {
+    clients: STEADY_CLIENTS,
+    ratePerSec: STEADY_RATE,
+    published: sent.ok,
+    deliveries: s.deliveries,
+    deliveriesPerSec: Math.round(s.deliveries / ((s.last_us - s.first_us) / 1e6)),
+    p50Ms: s.p50_us / 1000,
+    p99Ms: s.p99_us / 1000,
+    maxMs: s.max_us / 1000,
+    complete: s.complete,
+    missing: s.missing,
+    duplicates: s.duplicates,
+    gaps: s.gaps,
+  };
+}
+
+async function fastpath(t: Target, r: Running) {
+  const base = `http://127.0.0.1:${r.port}`;
+  let pollUrl: string;
+  let headers: Record<string, string> = {};
+  if (t.name.startsWith('holdfast')) {
+    for (let i = 0; i < 3; i++) await fetch(`${base}/v1/publish/fp`, { method: 'POST', body: '{"v":1}', headers: { 'content-type': 'application/json' } });
+    const c = (await (await fetch(`${base}/v1/poll?ch=fp&cursor=earliest&max=2`)).json()) as { cursor: string };
+    pollUrl = `${base}/v1/poll?ch=fp&cursor=${c.cursor}&max=1`;
+  } else if (t.name.startsWith('nchan')) {
+    for (let i = 0; i < 3; i++) await fetch(`${base}/pub/fp`, { method: 'POST', body: '{"v":1}' });
+    pollUrl = `${base}/sub/fp`;
+    headers = { 'If-Modified-Since': 'Thu, 01 Jan 1970 00:00:00 GMT' };
+  } else {
+    return undefined;
+  }
+  const cannon = (opts: autocannon.Options) => new Promise<autocannon.Result>((resolve, reject) => autocannon(opts, (err, res) => (err ? reject(err) : resolve(res))));
+  const polls = await cannon({ url: pollUrl, headers, connections: 50, duration: FAST_SECONDS });
+  const pubUrl = t.name.startsWith('holdfast') ? `${base}/v1/publish/pp` : `${base}/pub/pp`;
+  const pubs = await cannon({ url: pubUrl, method: 'POST', body: '{"a":1}', headers: { 'content-type': 'application/json' }, connections: 50, duration: FAST_SECONDS });
+  return {
+    pollsPerSec: Math.round(polls.requests.average),
+    pollErrors: polls.non2xx + polls.errors,
+    publishesPerSec: Math.round(pubs.requests.average),
+    publishErrors: pubs.non2xx + pubs.errors,
+  };
+}
+
+// ---- the run ----
+
+const SCENARIOS: [string, (t: Target, r: Running) => Promise<unknown>][] = [
+  ['park', parkAndFanout],
+  ['inbox', inbox],
+  ['steady', steady],
+  ['fastpath', fastpath],
+];
+
+const results: Record<string, Record<string, unknown>> = {};
+const skipped: Record<string, string> = {};
+const started = Date.now();
+console.log(`holdfast benchmark (${quick ? 'quick' : 'full'}): ${cpus().length} cores (${cpus()[0]?.model}), Linux ${release()}, Node ${process.version}`);
+console.log(PIN ? 'pinning: servers on core 0 (taskset -c 0), load tools and Redis on core 1 (taskset -c 1)' : 'pinning: taskset not found, nothing pinned');
+
+for (const t of TARGETS) {
+  if (targetFilter && !targetFilter.some((f) => t.name.includes(f))) continue;
+  const missing = t.missing();
+  if (missing) {
+    skipped[t.name] = missing;
+    console.log(`skip ${t.name}: ${missing}`);
+    continue;
+  }
+  for (const [scenario, fn] of SCENARIOS) {
+    if (!wanted(scenario)) continue;
+    if (scenario === 'steady' && !t.name.startsWith('holdfast')) continue;
+    if (scenario === 'fastpath' && !(t.name.startsWith('holdfast') || t.name.startsWith('nchan'))) continue;
+    const redis = t.needsRedis ? await ensureRedis() : undefined;
+    const running = await t.start(redis);
+    try {
+      const t0 = Date.now();
+      const value = await fn(t, running);
+      if (value && typeof value === 'object' && 'park' in value) {
+        for (const [k, v] of Object.entries(value)) (results[k === 'park' ? 'park' : k] ??= {})[t.name] = v;
+      } else if (value) (results[scenario] ??= {})[t.name] = value;
+      console.log(`${t.name} ${scenario} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${JSON.stringify(value)}`);
+    } catch (err) {
+      console.log(`${t.name} ${scenario} failed: ${(err as Error).message}`);
+      (results[scenario] ??= {})[t.name] = { error: (err as Error).message };
+    } finally {
+      await running.stop();
+    }
+  }
+}
+stopRedis?.();
+rmSync(tmp, { recursive: true, force: true });
+
+const date = new Date().toISOString().slice(0, 10);
+const machine = { cpus: cpus().length, model: cpus()[0]?.model, kernel: release(), node: process.version, pinned: PIN };
+const report = { date: new Date().toISOString(), quick, machine, sizes: { park: N_PARK, inbox: N_INBOX, steadyClients: STEADY_CLIENTS, steadyRate: STEADY_RATE, steadySeconds: STEADY_SECONDS }, results, skipped, seconds: Math.round((Date.now() - started) / 1000) };
+const dir = new URL('./results/', import.meta.url);
+mkdirSync(dir, { recursive: true });
+const stem = `${date}${quick ? '-quick' : ''}`;
+const md = renderMarkdown(report);
+writeFileSync(new URL(`${stem}.json`, dir), JSON.stringify(report, null, 2));
+writeFileSync(new URL(`${stem}.md`, dir), md);
+writeFileSync(new URL(`${stem}.svg`, dir), renderSvg(report));
+console.log(`\n${md}`);
+console.log(`written: native-bench/results/${stem}.{json,md,svg} in ${report.seconds} s`);
