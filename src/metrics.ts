@@ -18,6 +18,8 @@ export interface LiveState {
 export class Metrics {
   readonly registry = new Registry();
   readonly pollsAnswered: Counter<'reason'>;
+  /** Pre-bound children: no label hashing per answer. */
+  readonly answeredBy: Record<AnswerReason, { inc(n?: number): void }>;
   readonly published: Counter;
   readonly delivered: Counter;
   readonly deliveryLatency: Histogram;
@@ -33,7 +35,14 @@ export class Metrics {
     new Gauge({ name: 'holdfast_parked_polls', help: 'Polls parked in this process.', registers, collect() { this.set(live.parkedPolls()); } });
     new Gauge({ name: 'holdfast_reading_polls', help: 'Polls reading history or waiting for their subscription (not yet parked).', registers, collect() { this.set(live.readingPolls()); } });
     this.pollsAnswered = new Counter({ name: 'holdfast_polls_answered_total', help: 'Poll answers by reason.', labelNames: ['reason'], registers });
-    for (const reason of ['messages', 'timeout', 'gap', 'drain']) this.pollsAnswered.inc({ reason }, 0);
+    const answered = this.pollsAnswered;
+    this.answeredBy = {
+      messages: answered.labels('messages'),
+      timeout: answered.labels('timeout'),
+      gap: answered.labels('gap'),
+      drain: answered.labels('drain'),
+    };
+    for (const child of Object.values(this.answeredBy)) child.inc(0);
     this.published = new Counter({ name: 'holdfast_messages_published_total', help: 'Messages published through this process.', registers });
     this.delivered = new Counter({ name: 'holdfast_messages_delivered_total', help: 'Messages written to poll answers.', registers });
     this.deliveryLatency = new Histogram({

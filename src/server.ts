@@ -117,6 +117,12 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   if (config.seedOpen) log.warn('LP_SEED_OPEN=1: anyone may /push to and /disconnect any clientId');
   if (config.demo) log.info({ url: `http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}/demo/` }, 'demo page');
   log.info({ host: config.host, port, broker: broker.kind }, 'holdfast listening');
+  // Said once the broker is connected too (supervisors and tests wait for it); on Redis that
+  // can come later, and until then /readyz answers 503.
+  broker.waitReady(600_000).then(
+    () => log.info({ broker: broker.kind }, 'holdfast ready'),
+    () => log.warn('the broker is still not ready after 10 minutes'),
+  );
 
   let draining: Promise<void> | undefined;
   const drain = (): Promise<void> =>

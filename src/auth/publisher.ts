@@ -10,13 +10,19 @@ import { bearer } from './jwt.js';
 
 export interface PublisherCredentials {
   authorization: string;
-  remoteAddress: string;
+  /** The peer address as uWS gives it: 4 bytes (IPv4) or 16 (IPv6). */
+  remoteAddress: Uint8Array;
   forwarded: boolean;
 }
 
-export function isLoopback(address: string): boolean {
-  return address.startsWith('127.') || address === '::1' || address === '0000:0000:0000:0000:0000:0000:0000:0001' ||
-    address.startsWith('::ffff:127.') || address.startsWith('0000:0000:0000:0000:0000:ffff:7f');
+/** 127.0.0.0/8, ::1, or ::ffff:127.0.0.0/104, read from the address bytes (no string building). */
+export function isLoopback(a: Uint8Array): boolean {
+  if (a.length === 4) return a[0] === 127;
+  if (a.length !== 16) return false;
+  for (let i = 0; i < 10; i++) if (a[i] !== 0) return false;
+  if (a[10] === 0xff && a[11] === 0xff) return a[12] === 127;
+  if (a[10] !== 0 || a[11] !== 0 || a[12] !== 0 || a[13] !== 0 || a[14] !== 0) return false;
+  return a[15] === 1;
 }
 
 export class PublisherAuth {

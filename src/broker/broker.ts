@@ -72,8 +72,13 @@ export interface Broker {
   /** Set once, before start(). */
   setEvents(events: BrokerEvents): void;
   start(): Promise<void>;
-  /** The command connection and the subscriber connections are up. */
+  /** The command connection and the subscriber connections are up (/readyz). */
   isReady(): boolean;
+  /**
+   * Commands can be served (the store is reachable). New requests are refused with 503 when
+   * not; a subscriber connection that is reconnecting only delays a poll's setup.
+   */
+  isAvailable(): boolean;
   /** Resolves once isReady(), or rejects after `timeoutMs` (for tests and orderly starts). */
   waitReady(timeoutMs: number): Promise<void>;
 

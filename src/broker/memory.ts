@@ -91,6 +91,10 @@ export class MemoryBroker implements Broker {
     return true;
   }
 
+  isAvailable(): boolean {
+    return true;
+  }
+
   async waitReady(): Promise<void> {}
 
   async publish(item: PublishItem): Promise<PublishResult> {

@@ -11,7 +11,7 @@ const PREFIX = '/v1/channels/';
 function checkPublisher(ctx: ServerContext, res: Res, req: HttpRequest): void {
   ctx.publisher.check({
     authorization: req.getHeader('authorization'),
-    remoteAddress: Buffer.from(res.getRemoteAddressAsText()).toString(),
+    remoteAddress: new Uint8Array(res.getRemoteAddress()),
     forwarded: req.getHeader('forwarded') !== '' || req.getHeader('x-forwarded-for') !== '',
   });
 }

@@ -50,7 +50,7 @@ export function send(res: Res, status: number, contentType: string, body: Buffer
   if (res.closed) return Sent.Gone;
   let outcome = Sent.Written;
   res.cork(() => {
-    res.writeStatus(statusLine(status));
+    if (status !== 200) res.writeStatus(statusLine(status)); // uWS writes 200 OK itself
     res.writeHeader('Content-Type', contentType);
     if (options.noStore) res.writeHeader('Cache-Control', 'no-store');
     if (res.corsOrigin !== undefined) {

@@ -38,7 +38,7 @@ export function seedPoll(ctx: ServerContext) {
       if (!token) throw new HoldfastError('unauthorized', 'this clientId needs a token: Authorization: Bearer <jwt> or ?token=<jwt>');
       if (!ctx.tokens.verify(token).allows(id)) throw new HoldfastError('forbidden', `the token does not grant clientId ${JSON.stringify(id)}`);
     }
-    if (!ctx.broker.isReady()) throw new BrokerUnavailableError();
+    if (!ctx.broker.isAvailable()) throw new BrokerUnavailableError();
     const full = ctx.hub.parkedCount + ctx.seed.parkedCount >= ctx.config.maxParked;
     ctx.seed.begin(new SeedPoll(res, id, Date.now() + timeout), full);
   };

@@ -68,7 +68,7 @@ export class PollHub {
    * confirmed (see Poll). The deadline runs from here, so a stuck setup still answers.
    */
   begin(poll: Poll, from: readonly ReadFrom[]): void {
-    if (!this.broker.isReady()) throw new BrokerUnavailableError();
+    if (!this.broker.isAvailable()) throw new BrokerUnavailableError();
     poll.res.onAborted(() => this.abort(poll));
     this.wheel.add(poll);
     const confirmed = this.registry.add(poll);
@@ -340,7 +340,7 @@ export class PollHub {
       poll.deadline = Date.now() + this.config.writeTimeoutMs;
       this.wheel.add(poll);
     }
-    this.metrics.pollsAnswered.inc({ reason });
+    this.metrics.answeredBy[reason].inc();
     if (messages.length > 0) {
       this.metrics.delivered.inc(messages.length);
       const now = Date.now();

@@ -162,7 +162,7 @@ export class SeedHub {
     this.leave(poll);
     const sent = send(poll.res, 200, JSON_TYPE, renderSeedMessage(json), { noStore: true });
     if (sent === Sent.Written) {
-      this.metrics.pollsAnswered.inc({ reason: 'messages' });
+      this.metrics.answeredBy.messages.inc();
       this.metrics.delivered.inc();
     }
     return sent;
@@ -181,7 +181,7 @@ export class SeedHub {
   private answerTimeout(poll: SeedPoll, reason: 'timeout' | 'drain'): void {
     this.leave(poll);
     if (send(poll.res, 200, JSON_TYPE, SEED_TIMEOUT_BODY, { noStore: true }) === Sent.Written) {
-      this.metrics.pollsAnswered.inc({ reason });
+      this.metrics.answeredBy[reason].inc();
     }
   }
 

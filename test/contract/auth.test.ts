@@ -146,8 +146,11 @@ describe('publisher auth', () => {
   });
 
   it('knows which addresses are loopback', () => {
-    for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1', '0000:0000:0000:0000:0000:0000:0000:0001']) assert.ok(isLoopback(a), a);
-    for (const a of ['10.0.0.1', '192.168.1.1', '::ffff:10.0.0.1', '2001:db8::1', '']) assert.ok(!isLoopback(a), a);
+    const v6 = (tail: number[]) => new Uint8Array([...new Array(16 - tail.length).fill(0), ...tail]);
+    const yes = [new Uint8Array([127, 0, 0, 1]), new Uint8Array([127, 1, 2, 3]), v6([1]), v6([0xff, 0xff, 127, 0, 0, 1])];
+    const no = [new Uint8Array([10, 0, 0, 1]), new Uint8Array([192, 168, 1, 1]), v6([0xff, 0xff, 10, 0, 0, 1]), v6([2]), new Uint8Array([0x20, 1, 0xd, 0xb8, ...new Array(11).fill(0), 1]), new Uint8Array(0)];
+    for (const a of yes) assert.ok(isLoopback(a), a.join('.'));
+    for (const a of no) assert.ok(!isLoopback(a), a.join('.'));
   });
 });
 

@@ -159,9 +159,9 @@ describe('Redis: scale-out and faults', { skip: !hasRedis && 'redis-server is no
     let port = 0;
     for await (const line of createInterface({ input: child.stdout! })) {
       const entry = JSON.parse(line);
-      if (entry.msg === 'holdfast listening') {
+      if (entry.msg === 'holdfast listening') port = entry.port;
+      if (entry.msg === 'holdfast ready') {
         pids.add(entry.pid);
-        port = entry.port;
         if (pids.size === 2) break;
       }
     }
@@ -171,7 +171,9 @@ describe('Redis: scale-out and faults', { skip: !hasRedis && 'redis-server is no
       const base = `http://127.0.0.1:${port}`;
       // Many pollers: the kernel spreads their connections over both processes.
       const ch = 'procs';
-      const start = (await poll(base, { ch, timeout: 1000 })).body.cursor;
+      const first = await poll(base, { ch, timeout: 1000 });
+      assert.equal(first.status, 200);
+      const start = first.body.cursor;
       const waiting = Array.from({ length: 40 }, () => poll(base, { ch, cursor: start, timeout: 20_000 }));
       const answered = new Set<number>();
       const p = await publish(base, ch, 'to all');

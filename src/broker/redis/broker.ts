@@ -113,6 +113,10 @@ export class RedisBroker implements Broker {
     return !this.closed && this.cmd.status === 'ready' && this.subs.ready();
   }
 
+  isAvailable(): boolean {
+    return !this.closed && this.cmd.status === 'ready';
+  }
+
   async waitReady(timeoutMs: number): Promise<void> {
     // Readiness spans several connections with their own events; a short bounded check loop
     // is simpler than joining them all.
