@@ -115,11 +115,13 @@ export function park(port: number, n: number, opts: { channel?: string; prefix?:
       void exited.then(() => resolve());
     }));
     procs.push(exited.then((code) => {
-      if (code !== 0) throw new Error(`park exited ${code}`);
+      if (code !== 0 || !out.trim()) throw new Error(`park exited ${code} with ${JSON.stringify(out.slice(0, 200))}`);
       return JSON.parse(out) as ParkResult;
     }));
   }
-  return { parked: Promise.all(parkedSignals).then(() => undefined), done: Promise.all(procs) };
+  const done = Promise.all(procs);
+  done.catch(() => undefined); // a load process that fails early is reported when awaited
+  return { parked: Promise.all(parkedSignals).then(() => undefined), done };
 }
 
 /** Waits (bounded) until the servers report `n` parked polls in total. */

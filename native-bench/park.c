@@ -130,11 +130,16 @@ int main(int argc, char **argv) {
       opened++;
     }
 
-    if (!parked_at && sent + errors == n) {
+    /* >=: a poll that was sent and then failed counts in both. */
+    if (!parked_at && sent + errors >= n) {
       parked_at = mono_us();
       fprintf(stderr, "parked %d\n", sent);
     }
-    if (parked_at && (answered + errors == n || mono_us() - parked_at > (int64_t)wait_s * 1000000)) break;
+    if (parked_at && (answered + errors >= n || mono_us() - parked_at > (int64_t)wait_s * 1000000)) break;
+    /* Connects that never complete (a server out of connections) must not stall the run. */
+    if (!parked_at && opened == n && mono_us() - start > (int64_t)(n / rate + 60) * 1000000) {
+      for (int i = 0; i < n; i++) if (conns[i].state == S_CONNECTING) { conns[i].state = S_FAILED; errors++; }
+    }
 
     int k = epoll_wait(ep, evs, 1024, opened < n ? 1 : 50);
     for (int i = 0; i < k; i++) {

@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
       epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
       opened++;
     }
-    if (!parked_at && started + errors == n) {
+    if (!parked_at && started + errors >= n) {
       parked_at = el;
       fprintf(stderr, "parked %d\n", started);
     }
