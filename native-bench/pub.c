@@ -29,24 +29,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 typedef struct {
   int fd;
   int inflight;
   char *in;        /* unparsed response bytes */
   size_t in_len, in_cap;
 } conn_t;
-
-static int64_t now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t mono_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* Consumes complete responses from c->in; returns how many, counting 2xx into *ok. */
 static int parse_responses(conn_t *c, int *ok, int *failed) {

@@ -63,7 +63,6 @@ function renderPollMsgpack(a: PollAnswer): Buffer {
 }
 
 export const SEED_TIMEOUT_BODY = Buffer.from('{"status":"timeout"}');
-export const SEED_OK_BODY = Buffer.from('{"status":"ok"}');
 
 export function renderSeedMessage(json: string): Buffer {
   return Buffer.from('{"data":' + json + '}');

@@ -216,11 +216,6 @@ export class MemoryBroker implements Broker {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
   }
 
-  /** Number of channel records held (for tests and metrics). */
-  get channelCount(): number {
-    return this.channels.size;
-  }
-
   private channelFor(ch: string, create: boolean): MemoryChannel {
     let channel = this.channels.get(ch);
     if (!channel && create) {

@@ -17,11 +17,6 @@ import { type Res, sendJson } from './respond.js';
 const PUBLISH_PREFIX = '/v1/publish/';
 export const MAX_ID_LENGTH = 200;
 
-export interface PublishHead {
-  format: BodyFormat;
-  idempotencyKey: string | undefined;
-}
-
 /** Publisher auth, body limits and backpressure: shared by every publishing route. */
 export function admitPublish(ctx: ServerContext, res: Res, req: HttpRequest, allowText: boolean, authorise = true): BodyFormat {
   if (authorise) checkPublisher(ctx, res, req);
