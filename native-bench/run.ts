@@ -300,7 +300,8 @@ const machine = { cpus: cpus().length, model: cpus()[0]?.model, kernel: release(
 const report = { date: new Date().toISOString(), quick, machine, sizes: { park: N_PARK, inbox: N_INBOX, steadyClients: STEADY_CLIENTS, steadyRate: STEADY_RATE, steadySeconds: STEADY_SECONDS }, results, skipped, seconds: Math.round((Date.now() - started) / 1000) };
 const dir = new URL('./results/', import.meta.url);
 mkdirSync(dir, { recursive: true });
-const stem = `${date}${quick ? '-quick' : ''}`;
+// A run narrowed by --only/--targets never overwrites the full run's files.
+const stem = `${date}${quick ? '-quick' : ''}${only || targetFilter ? '-partial' : ''}`;
 const md = renderMarkdown(report);
 writeFileSync(new URL(`${stem}.json`, dir), JSON.stringify(report, null, 2));
 writeFileSync(new URL(`${stem}.md`, dir), md);
