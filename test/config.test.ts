@@ -113,6 +113,12 @@ describe('holdfast CLI', () => {
     assert.match(r.stderr, /needs REDIS_URL or REDIS_CLUSTER_NODES/);
   });
 
+  it('refuses to run on the uWS JavaScript fallback, saying why', () => {
+    const r = cli([], { UWS_USE_FALLBACK: '1', PORT: '0' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /native binary did not load.*refuses to run on the slow JavaScript fallback/s);
+  });
+
   it('an unknown argument exits 2', () => {
     const r = cli(['--frobnicate']);
     assert.equal(r.status, 2);
