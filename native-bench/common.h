@@ -1,8 +1,38 @@
 /* Helpers shared by the load tools (each tool stays one .c file). */
 #ifndef HOLDFAST_BENCH_COMMON_H
 #define HOLDFAST_BENCH_COMMON_H
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+/*
+ * A non-blocking connect to `dst` from 127.0.0.(2 + index % sources): spreading client sockets
+ * over several source addresses (IP_BIND_ADDRESS_NO_PORT picks the port at connect time) stays
+ * clear of the ~28K ephemeral ports one address has. Returns the fd, or -1.
+ */
+static inline int connect_from_loopback(const struct sockaddr_in *dst, int index, int sources) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct sockaddr_in src = {.sin_family = AF_INET};
+  src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + index % sources));
+  bind(fd, (const struct sockaddr *)&src, sizeof src);
+  if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0 && errno != EINPROGRESS) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+#endif
 
 /* Microseconds of CLOCK_REALTIME: comparable across processes (publish vs answer times). */
 static inline int64_t now_us(void) {
@@ -21,6 +51,27 @@ static inline int64_t mono_us(void) {
 static inline int cmp64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return (x > y) - (x < y);
+}
+
+/*
+ * A non-blocking connect to `dst` from 127.0.0.(2 + index % sources): spreading client sockets
+ * over several source addresses (IP_BIND_ADDRESS_NO_PORT picks the port at connect time) stays
+ * clear of the ~28K ephemeral ports one address has. Returns the fd, or -1.
+ */
+static inline int connect_from_loopback(const struct sockaddr_in *dst, int index, int sources) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct sockaddr_in src = {.sin_family = AF_INET};
+  src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + index % sources));
+  bind(fd, (const struct sockaddr *)&src, sizeof src);
+  if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0 && errno != EINPROGRESS) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 #endif

@@ -39,9 +39,6 @@
 
 #include "common.h"
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
 
 enum { S_CONNECTING, S_SENT, S_ANSWERED, S_FAILED };
 
@@ -98,17 +95,8 @@ int main(int argc, char **argv) {
     int64_t due = (mono_us() - start) * rate / 1000000 + 1;
     while (opened < n && opened < due) {
       conn_t *c = &conns[opened];
-      c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      c->fd = connect_from_loopback(&dst, opened, sources);
       if (c->fd < 0) { c->state = S_FAILED; errors++; opened++; continue; }
-      int one = 1;
-      setsockopt(c->fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-      setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      struct sockaddr_in src = {.sin_family = AF_INET};
-      src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + opened % sources));
-      bind(c->fd, (struct sockaddr *)&src, sizeof src);
-      if (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) {
-        close(c->fd); c->state = S_FAILED; errors++; opened++; continue;
-      }
       struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)opened};
       epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
       c->state = S_CONNECTING;

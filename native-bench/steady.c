@@ -31,9 +31,6 @@
 
 #include "common.h"
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
 
 #define MAX_SAMPLES 4000000
 
@@ -128,14 +125,8 @@ int main(int argc, char **argv) {
     int64_t el = (tn.tv_sec - t0.tv_sec) * 1000000 + (tn.tv_nsec - t0.tv_nsec) / 1000;
     while (opened < n && opened < el * rate / 1000000 + 1) {
       client_t *c = &cl[opened];
-      c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-      int one = 1;
-      setsockopt(c->fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-      setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      struct sockaddr_in src = {.sin_family = AF_INET};
-      src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + opened % sources));
-      bind(c->fd, (struct sockaddr *)&src, sizeof src);
-      connect(c->fd, (struct sockaddr *)&dst, sizeof dst);
+      c->fd = connect_from_loopback(&dst, opened, sources);
+      if (c->fd < 0) { errors++; opened++; continue; }
       c->in_cap = 1 << 16;
       c->in = malloc(c->in_cap);
       struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)opened};
