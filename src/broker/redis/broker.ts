@@ -67,6 +67,8 @@ export class RedisBroker implements Broker {
   /** Keeps pool-decoded batches in arrival order. */
   private delivery: Promise<void> = Promise.resolve();
   private closed = false;
+  /** waitReady() callers, resolved by the connections' 'ready' events. */
+  private readyWaiters: (() => void)[] = [];
 
   constructor(
     private readonly config: Config,
@@ -86,12 +88,14 @@ export class RedisBroker implements Broker {
       if (readyBefore) this.events?.resync();
       else this.checkEvictionPolicy();
       readyBefore = true;
+      this.wakeReadyWaiters();
     });
     this.cmd.on('error', (err: Error) => this.log?.debug({ err: err.message }, 'redis command connection'));
 
     const subEvents = {
       message: (channel: string, payload: Buffer) => this.onNotification(channel, payload),
       reconnect: () => this.events?.resync(),
+      ready: () => this.wakeReadyWaiters(),
       error: (err: Error) => this.log?.debug({ err: err.message }, 'redis subscriber connection'),
     };
     this.subs = cluster
@@ -117,14 +121,28 @@ export class RedisBroker implements Broker {
     return !this.closed && this.cmd.status === 'ready';
   }
 
-  async waitReady(timeoutMs: number): Promise<void> {
-    // Readiness spans several connections with their own events; a short bounded check loop
-    // is simpler than joining them all.
-    const deadline = Date.now() + timeoutMs;
-    while (!this.isReady()) {
-      if (Date.now() > deadline) throw new BrokerUnavailableError(`Redis not ready after ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+  /** Resolves on the 'ready' event that makes every connection ready, or rejects after timeoutMs. */
+  waitReady(timeoutMs: number): Promise<void> {
+    if (this.isReady()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((w) => w !== done);
+        reject(new BrokerUnavailableError(`Redis not ready after ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.readyWaiters.push(done);
+    });
+  }
+
+  private wakeReadyWaiters(): void {
+    if (!this.isReady()) return;
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const w of waiters) w();
   }
 
   decodeQueueDepth(): number {

@@ -18,6 +18,8 @@ export interface SubscriberEvents {
   message(channel: string, payload: Buffer): void;
   /** A subscriber connection came back: notifications may have been lost meanwhile. */
   reconnect(): void;
+  /** A subscriber connection became ready (the first time or again). */
+  ready(): void;
   error(err: Error): void;
 }
 
@@ -123,6 +125,7 @@ class PlainTransport implements Transport {
       conn.on('ready', () => {
         if (readyBefore) events.reconnect();
         readyBefore = true;
+        events.ready();
       });
       conn.on('error', (err: Error) => events.error(err));
       this.conns.push(conn);
@@ -169,6 +172,7 @@ class ShardedTransport implements Transport {
     this.cluster.on('ready', () => {
       if (readyBefore) events.reconnect();
       readyBefore = true;
+      events.ready();
     });
     // A shard subscriber that was replaced (node failover or reconnect).
     this.cluster.on('+subscriber', () => {
