@@ -46,28 +46,53 @@ function statusLine(status: number): string {
   return line;
 }
 
-export function send(res: Res, status: number, contentType: string, body: Buffer | string, options: SendOptions = {}): Sent {
+const NO_OPTIONS: SendOptions = {};
+
+/**
+ * The write in progress. cork() runs its callback synchronously and send() never re-enters, so
+ * one shared callback reading these fields replaces a closure per answer (fan-out writes
+ * thousands of answers per flush).
+ */
+const pending = {
+  res: undefined as unknown as Res,
+  status: 200,
+  contentType: '',
+  body: '' as Buffer | string,
+  options: NO_OPTIONS,
+  outcome: Sent.Written,
+};
+
+function writeCorked(): void {
+  const { res, status, contentType, body, options } = pending;
+  if (status !== 200) res.writeStatus(statusLine(status)); // uWS writes 200 OK itself
+  res.writeHeader('Content-Type', contentType);
+  if (options.noStore) res.writeHeader('Cache-Control', 'no-store');
+  if (res.corsOrigin !== undefined) {
+    res.writeHeader('Access-Control-Allow-Origin', res.corsOrigin);
+    if (res.corsOrigin !== '*') res.writeHeader('Vary', 'Origin');
+    res.writeHeader('Access-Control-Expose-Headers', 'Retry-After');
+  }
+  const h = options.headers;
+  if (h) for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i]!, h[i + 1]!);
+  if (options.closeConnection || options.maxBackpressure === undefined || typeof body === 'string') {
+    res.end(body, options.closeConnection);
+    res.closed = true; // the response object is no longer ours to touch
+    pending.outcome = Sent.Written;
+    return;
+  }
+  pending.outcome = writeWithBackpressure(res, body, options.maxBackpressure);
+}
+
+export function send(res: Res, status: number, contentType: string, body: Buffer | string, options: SendOptions = NO_OPTIONS): Sent {
   if (res.closed) return Sent.Gone;
-  let outcome = Sent.Written;
-  res.cork(() => {
-    if (status !== 200) res.writeStatus(statusLine(status)); // uWS writes 200 OK itself
-    res.writeHeader('Content-Type', contentType);
-    if (options.noStore) res.writeHeader('Cache-Control', 'no-store');
-    if (res.corsOrigin !== undefined) {
-      res.writeHeader('Access-Control-Allow-Origin', res.corsOrigin);
-      if (res.corsOrigin !== '*') res.writeHeader('Vary', 'Origin');
-      res.writeHeader('Access-Control-Expose-Headers', 'Retry-After');
-    }
-    const h = options.headers;
-    if (h) for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i]!, h[i + 1]!);
-    if (options.closeConnection || options.maxBackpressure === undefined || typeof body === 'string') {
-      res.end(body, options.closeConnection);
-      res.closed = true; // the response object is no longer ours to touch
-      return;
-    }
-    outcome = writeWithBackpressure(res, body, options.maxBackpressure);
-  });
-  return outcome;
+  pending.res = res;
+  pending.status = status;
+  pending.contentType = contentType;
+  pending.body = body;
+  pending.options = options;
+  res.cork(writeCorked);
+  pending.res = pending.body = undefined as never; // do not keep the last answer alive
+  return pending.outcome;
 }
 
 function writeWithBackpressure(res: Res, body: Buffer, limit: number): Sent {

@@ -13,7 +13,7 @@ import type { Broker, ReadFrom, ReadResult } from '../broker/broker.js';
 import type { Config } from '../config.js';
 import { encodeCursor, type Position } from '../cursor.js';
 import { BrokerUnavailableError, HoldfastError } from '../errors.js';
-import { JSON_TYPE, MSGPACK_TYPE, Sent, jitter, send, sendError } from '../http/respond.js';
+import { JSON_TYPE, MSGPACK_TYPE, type SendOptions, Sent, jitter, send, sendError } from '../http/respond.js';
 import type { Message } from '../message.js';
 import type { AnswerReason, Metrics } from '../metrics.js';
 import { hasPrefix } from '../names.js';
@@ -41,6 +41,8 @@ export class PollHub {
   private drainRetryMs = 0;
   /** Answers never exceed this, so a normal answer never trips the slow-reader limit. */
   private readonly bodyBudget: number;
+  /** The same send options for every poll answer. */
+  private readonly answerOptions: SendOptions;
 
   constructor(
     private readonly broker: Broker,
@@ -52,6 +54,7 @@ export class PollHub {
     this.registry = new PollRegistry(broker);
     this.wheel = new TimerWheel<Poll>((poll) => this.expire(poll), 100, 4096, now);
     this.bodyBudget = Math.max(1024, config.maxBackpressure >>> 1);
+    this.answerOptions = { noStore: true, maxBackpressure: config.maxBackpressure };
   }
 
   /** Polls parked (waiting), for the gauge and admission. */
@@ -325,10 +328,7 @@ export class PollHub {
   }
 
   private write(poll: Poll, body: Buffer, messages: readonly Message[], reason: AnswerReason): void {
-    const sent = send(poll.res, 200, poll.format === 'json' ? JSON_TYPE : MSGPACK_TYPE, body, {
-      noStore: true,
-      maxBackpressure: this.config.maxBackpressure,
-    });
+    const sent = send(poll.res, 200, poll.format === 'json' ? JSON_TYPE : MSGPACK_TYPE, body, this.answerOptions);
     if (sent === Sent.Gone) return;
     if (sent === Sent.SlowClosed) {
       this.metrics.slowClosed.inc();
