@@ -32,6 +32,14 @@ export interface Config {
   readonly writeTimeoutMs: number;
   readonly publishKey: string | undefined;
   readonly jwtSecret: string | undefined;
+  /** PEM file with the public key (RS*, PS*, ES*, EdDSA) that verifies subscriber tokens. */
+  readonly jwtPublicKeyFile: string | undefined;
+  /** JWKS document URL; keys cached, refetched when a token names an unknown `kid`. */
+  readonly jwtJwksUrl: string | undefined;
+  /** Required `aud` of subscriber tokens, when set. */
+  readonly jwtAudience: string | undefined;
+  /** Required `iss` of subscriber tokens, when set. */
+  readonly jwtIssuer: string | undefined;
   readonly jwtLeewayS: number;
   readonly publicPrefixes: readonly string[];
   readonly conflatePrefixes: readonly string[];
@@ -118,7 +126,15 @@ const VARS = [
   v({ name: 'LP_MAX_BACKPRESSURE', key: 'maxBackpressure', def: '262144', unit: 'bytes', doc: 'Unsent bytes after which a slow response is closed.', parse: int(1024, 1024 * 1024 * 1024) }),
   v({ name: 'LP_WRITE_TIMEOUT_MS', key: 'writeTimeoutMs', def: '10000', unit: 'ms', doc: 'A poll answer not fully written by then is closed (slow reader).', parse: int(100, 600_000) }),
   v({ name: 'LP_PUBLISH_KEY', key: 'publishKey', def: '', unit: 'secret', doc: 'Bearer key for publish and admin. Unset: loopback clients only, no proxies.', parse: optionalString }),
-  v({ name: 'LP_JWT_SECRET', key: 'jwtSecret', def: '', unit: 'secret', doc: 'HS256 secret for subscriber tokens. Unset: polls need no token.', parse: optionalString }),
+  v({ name: 'LP_JWT_SECRET', key: 'jwtSecret', def: '', unit: 'secret', doc: 'HS256/384/512 secret for subscriber tokens. With no JWT key set, polls need no token.', parse: optionalString }),
+  v({ name: 'LP_JWT_PUBLIC_KEY', key: 'jwtPublicKeyFile', def: '', unit: 'file', doc: 'PEM public key file for subscriber tokens (RS*, PS*, ES*, EdDSA).', parse: optionalString }),
+  v({ name: 'LP_JWT_JWKS_URL', key: 'jwtJwksUrl', def: '', unit: 'url', doc: 'JWKS URL for subscriber tokens; refetched when a token names an unknown kid.', parse: (raw, name) => {
+    if (raw === '') return undefined;
+    if (!/^https?:\/\/./.test(raw)) fail(name, raw, 'an http:// or https:// URL');
+    return raw;
+  } }),
+  v({ name: 'LP_JWT_AUDIENCE', key: 'jwtAudience', def: '', unit: 'string', doc: 'When set, tokens must carry this aud.', parse: optionalString }),
+  v({ name: 'LP_JWT_ISSUER', key: 'jwtIssuer', def: '', unit: 'string', doc: 'When set, tokens must carry this iss.', parse: optionalString }),
   v({ name: 'LP_JWT_LEEWAY_S', key: 'jwtLeewayS', def: '30', unit: 's', doc: 'Clock leeway when checking a token\'s exp.', parse: int(0, 3600) }),
   v({ name: 'LP_PUBLIC_PREFIXES', key: 'publicPrefixes', def: '', unit: 'list', doc: 'Channel prefixes that need no token (comma-separated).', parse: list }),
   v({ name: 'LP_CONFLATE_PREFIXES', key: 'conflatePrefixes', def: '', unit: 'list', doc: 'Channel prefixes that keep only their latest message (comma-separated).', parse: list }),

@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import type { Broker } from '../broker/broker.js';
 import type { TemplatedApp } from '../uws.js';
-import type { Res } from '../http/respond.js';
-import { send, sendJson } from '../http/respond.js';
+import type { Res } from '../respond.js';
+import { send, sendJson } from '../respond.js';
 
 const dist = new URL('../', import.meta.url); // dist/ (or src/ under tsx, where the .js files do not exist)
 

@@ -4,7 +4,7 @@ import { checkChannel } from '../names.js';
 import type { HttpRequest } from '../uws.js';
 import { type ServerContext, fail } from './context.js';
 import { pathSegment } from './request.js';
-import { type Res, sendJson } from './respond.js';
+import { type Res, sendJson } from '../respond.js';
 
 const PREFIX = '/v1/channels/';
 

@@ -10,7 +10,7 @@ import type { SeedHub } from '../seed/seed-hub.js';
 import type { HttpRequest } from '../uws.js';
 import type { TokenVerifier } from '../auth/jwt.js';
 import type { PublisherAuth } from '../auth/publisher.js';
-import { type Res, sendError } from './respond.js';
+import { type Res, sendError } from '../respond.js';
 import { corsOriginFor } from './cors.js';
 import { MAX_URL_BYTES } from './request.js';
 

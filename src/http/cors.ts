@@ -2,7 +2,7 @@
 
 import { HoldfastError } from '../errors.js';
 import type { ServerContext } from './context.js';
-import type { Res } from './respond.js';
+import type { Res } from '../respond.js';
 import type { HttpRequest } from '../uws.js';
 import { fail } from './context.js';
 

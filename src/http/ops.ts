@@ -1,8 +1,8 @@
 /** Operations endpoints: liveness, readiness, Prometheus metrics. */
 
 import type { ServerContext } from './context.js';
-import type { Res } from './respond.js';
-import { send, sendJson } from './respond.js';
+import type { Res } from '../respond.js';
+import { send, sendJson } from '../respond.js';
 import { HoldfastError } from '../errors.js';
 import { fail } from './context.js';
 

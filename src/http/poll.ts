@@ -10,7 +10,7 @@ import { bearer } from '../auth/jwt.js';
 import type { HttpRequest } from '../uws.js';
 import type { ServerContext } from './context.js';
 import { intParam, parseQuery, single } from './request.js';
-import type { Res } from './respond.js';
+import type { Res } from '../respond.js';
 
 export const MIN_TIMEOUT_MS = 1000;
 export const MAX_TIMEOUT_MS = 120_000;

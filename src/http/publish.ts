@@ -12,7 +12,7 @@ import type { HttpRequest } from '../uws.js';
 import { checkPublisher } from './channels.js';
 import { type ServerContext, fail } from './context.js';
 import { pathSegment, readBody, tooLarge } from './request.js';
-import { type Res, sendJson } from './respond.js';
+import { type Res, sendJson } from '../respond.js';
 
 const PUBLISH_PREFIX = '/v1/publish/';
 export const MAX_ID_LENGTH = 200;

@@ -1,7 +1,7 @@
 /** Reading requests: query strings, path parameters and bodies, with limits. */
 
 import { HoldfastError } from '../errors.js';
-import type { Res } from './respond.js';
+import type { Res } from '../respond.js';
 
 /** Longest request line (path + query) served; longer is 431. Fits 32 names of 200 bytes and a cursor. */
 export const MAX_URL_BYTES = 32 * 1024;

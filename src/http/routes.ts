@@ -8,7 +8,7 @@ import { preflight } from './cors.js';
 import { healthz, metrics, readyz } from './ops.js';
 import { pollHandler } from './poll.js';
 import { publishBatch, publishOne } from './publish.js';
-import type { Res } from './respond.js';
+import type { Res } from '../respond.js';
 import { seedDisconnect, seedPoll, seedPush } from './seed.js';
 
 /** Path patterns and their methods, for 405's Allow header. */

@@ -16,7 +16,7 @@ import { type ServerContext, fail } from './context.js';
 import { pollTimeout } from './poll.js';
 import { admitPublish, withBody } from './publish.js';
 import { parseQuery, single } from './request.js';
-import { type Res, sendJson } from './respond.js';
+import { type Res, sendJson } from '../respond.js';
 
 const OK = { status: 'ok' };
 

@@ -13,7 +13,7 @@ import type { Broker, ReadFrom, ReadResult } from '../broker/broker.js';
 import type { Config } from '../config.js';
 import { encodeCursor, type Position } from '../cursor.js';
 import { BrokerUnavailableError, HoldfastError } from '../errors.js';
-import { JSON_TYPE, MSGPACK_TYPE, type SendOptions, Sent, jitter, send, sendError } from '../http/respond.js';
+import { JSON_TYPE, MSGPACK_TYPE, type SendOptions, Sent, jitter, send, sendError } from '../respond.js';
 import type { Message } from '../message.js';
 import type { AnswerReason, Metrics } from '../metrics.js';
 import { hasPrefix } from '../names.js';

@@ -13,7 +13,7 @@
  */
 
 import type { Position } from '../cursor.js';
-import type { Res } from '../http/respond.js';
+import type { Res } from '../respond.js';
 import type { AnswerFormat } from '../render.js';
 import type { WheelEntry } from '../timer-wheel.js';
 

@@ -10,7 +10,7 @@
 
 import type { Broker } from '../broker/broker.js';
 import { HoldfastError } from '../errors.js';
-import { JSON_TYPE, type Res, Sent, send, sendError } from '../http/respond.js';
+import { JSON_TYPE, type Res, Sent, send, sendError } from '../respond.js';
 import type { Metrics } from '../metrics.js';
 import { SEED_TIMEOUT_BODY, renderSeedMessage } from '../render.js';
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js';

@@ -5,8 +5,8 @@
  * tryEnd/onWritable, closing a response whose unsent bytes pass the configured limit.
  */
 
-import type { HttpResponse } from '../uws.js';
-import { HoldfastError, statusText } from '../errors.js';
+import type { HttpResponse } from './uws.js';
+import { HoldfastError, statusText } from './errors.js';
 
 /** uWS lets us attach fields to a response; these are the ones Holdfast uses. */
 export interface Res extends HttpResponse {
