@@ -11,8 +11,10 @@
  *            time to first / p50 / p99 / last delivery and deliveries/s
  *   inbox    N channels with one poll each, one message to each through 16 keep-alive publisher
  *            connections: deliveries/s and publish→delivery p50 / p99 / max
- *   steady   C clients loop poll → re-poll with cursor while a publisher sends at a fixed rate:
- *            deliveries/s, latency, and that every client saw every seq once (Holdfast only)
+ *   steady   C clients loop poll → re-poll with cursor on 40 channels (every 5th client follows
+ *            2–4 in one poll) while a publisher sends one batch per round, all channels in
+ *            lockstep: deliveries/s, latency, and that every delivery is on a channel the client
+ *            follows, with the payload published there, once and in order (Holdfast only)
  *   fastpath autocannon: polls/s when a message is already waiting; publishes/s
  */
 
@@ -22,6 +24,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
+import calculateSlot from 'cluster-key-slot';
 import { PIN, park, pinned, rssKiB, waitParked, freePort } from './lib.js';
 import { TARGETS, type Running, type Target } from './targets.js';
 import { renderMarkdown, renderSvg } from './report.js';
@@ -36,7 +39,11 @@ const targetFilter = argValue('--targets')?.split(',');
 const N_PARK = quick ? 5000 : 15_000;
 const N_INBOX = quick ? 5000 : 15_000;
 const STEADY_CLIENTS = quick ? 200 : 1000;
-const STEADY_RATE = 200;
+// Channels that advance in lockstep (one batch publishes a round: every channel at the same
+// seq, woken in one flush), so any state shared across channels shows up as a leak or a loss.
+const STEADY_CHANNELS = 40;
+const STEADY_MULTI_EVERY = 5;
+const STEADY_RATE = 4000;
 const STEADY_SECONDS = quick ? 3 : 10;
 const FAST_SECONDS = quick ? 3 : 8;
 const PUBLISHERS = 16;
@@ -186,15 +193,54 @@ async function inbox(t: Target, r: Running) {
   };
 }
 
-async function steady(_t: Target, r: Running) {
-  const total = STEADY_RATE * STEADY_SECONDS;
-  const [cmd, a] = pinned(1, new URL('./build/steady', import.meta.url).pathname, ['-p', String(r.port), '-n', String(STEADY_CLIENTS), '-c', 'steady', '-E', String(total), '-w', String(STEADY_SECONDS + 30)]);
+/**
+ * `groups × perGroup` fresh channel names, each group in one Redis Cluster slot: Redis keeps
+ * a never-published channel's epoch per slot (memory: one for the whole store), so channels of
+ * one group start out identical but for their name, the case a key without the channel mixes up.
+ * Slot mates are neighbours, so the clients that follow several channels follow slot mates.
+ */
+function slotMates(prefix: string, groups: number, perGroup: number): string[] {
+  const names: string[] = [];
+  for (let g = 0; g < groups; g++) {
+    const first = `${prefix}${g}`;
+    const slot = calculateSlot(first);
+    names.push(first);
+    for (let i = 0, found = 1; found < perGroup; i++) {
+      const name = `${first}.${i}`;
+      if (calculateSlot(name) === slot) {
+        names.push(name);
+        found++;
+      }
+    }
+  }
+  return names;
+}
+
+/** What steady (native-bench/steady.c) prints when it is done. */
+interface SteadyResult {
+  clients: number; channels: number; follows: number; complete: number; deliveries: number;
+  lost: number; duplicates: number; reordered: number; cross_channel: number; gaps: number; errors: number;
+  first_us: number; last_us: number; p50_us: number; p99_us: number; max_us: number;
+}
+
+async function steady(t: Target, r: Running) {
+  const perChannel = Math.round((STEADY_RATE * STEADY_SECONDS) / STEADY_CHANNELS);
+  const total = perChannel * STEADY_CHANNELS;
+  // Fresh channel names per run (the publisher's plan numbers every channel from seq 1), four
+  // to a Redis slot.
+  const namesFile = join(tmp, 'steady-channels.txt');
+  writeFileSync(namesFile, slotMates(`steady${Date.now().toString(36)}-`, STEADY_CHANNELS / 4, 4).join('\n') + '\n');
+  const names = `@${namesFile}`;
+  const [cmd, a] = pinned(1, new URL('./build/steady', import.meta.url).pathname, [
+    '-p', String(r.port), '-n', String(STEADY_CLIENTS), '-c', names, '-K', String(STEADY_CHANNELS),
+    '-M', String(STEADY_MULTI_EVERY), '-E', String(perChannel), '-w', String(STEADY_SECONDS + 30), '-i', '10',
+  ]);
   const proc = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise((resolve) => proc.once('exit', resolve));
   let out = '';
+  let err = '';
   proc.stdout!.on('data', (d) => (out += d));
   await new Promise<void>((resolve, reject) => {
-    let err = '';
     proc.stderr!.on('data', (d) => {
       err += d;
       if (err.includes('parked')) resolve();
@@ -202,23 +248,43 @@ async function steady(_t: Target, r: Running) {
     proc.once('exit', (code) => reject(new Error(`steady exited (${code}) before parking: ${err}`)));
   });
   await waitParked([r.port], STEADY_CLIENTS);
-  const sent = await pub(r.port, ['-n', String(total), '-c', '4', '-d', '1', '-R', String(STEADY_RATE), '-u', '/v1/publish/steady']);
+  // One batch per round (all channels at the same seq); one request in flight keeps each
+  // channel's messages in order, as pub -L requires.
+  const sent = await pub(r.port, ['-n', String(total), '-L', names, '-K', String(STEADY_CHANNELS), '-B', String(STEADY_CHANNELS), '-c', '1', '-d', '1', '-R', String(STEADY_RATE)]);
   await exited;
-  const s = JSON.parse(out);
-  return {
+  const s = JSON.parse(out) as SteadyResult;
+  const result = {
     clients: STEADY_CLIENTS,
+    channels: STEADY_CHANNELS,
+    follows: s.follows,
     ratePerSec: STEADY_RATE,
     published: sent.ok,
+    publishedPerSec: Math.round(sent.ok / ((sent.end_us - sent.start_us) / 1e6)),
     deliveries: s.deliveries,
     deliveriesPerSec: Math.round(s.deliveries / ((s.last_us - s.first_us) / 1e6)),
     p50Ms: s.p50_us / 1000,
     p99Ms: s.p99_us / 1000,
     maxMs: s.max_us / 1000,
     complete: s.complete,
-    missing: s.missing,
+    missing: s.lost,
     duplicates: s.duplicates,
+    reordered: s.reordered,
+    crossChannel: s.cross_channel,
     gaps: s.gaps,
+    errors: s.errors,
+    misnumbered: (sent as { misnumbered?: number }).misnumbered ?? 0,
   };
+  const broken = { lost: s.lost, duplicates: s.duplicates, reordered: s.reordered, crossChannel: s.cross_channel, errors: s.errors, publishFailed: sent.failed, misnumbered: result.misnumbered };
+  const violations = Object.entries(broken).filter(([, v]) => v > 0);
+  if (violations.length > 0) {
+    // A benchmark that delivers the wrong messages has no figures worth keeping: fail the step
+    // (and the run's exit status) and say so where nobody can miss it.
+    const what = violations.map(([k, v]) => `${k} ${v}`).join(', ');
+    console.error(`\n${'!'.repeat(78)}\n!! steady: DELIVERY CHECK FAILED on ${t.name}: ${what}\n!! ${JSON.stringify(result)}\n${'!'.repeat(78)}\n`);
+    process.exitCode = 1;
+    throw new Error(`delivery check failed: ${what}`);
+  }
+  return result;
 }
 
 async function fastpath(t: Target, r: Running) {
