@@ -5,6 +5,7 @@
  */
 
 import { pack } from 'msgpackr';
+import { fingerprint } from './cursor.js';
 
 export class Message {
   private jsonFrag: string | undefined;
@@ -22,6 +23,11 @@ export class Message {
     jsonFragment?: string,
   ) {
     this.jsonFrag = jsonFragment;
+  }
+
+  /** Identifies this message under its seq (see cursor.ts: the lost-writes rule). */
+  get fp(): number {
+    return fingerprint(this.time);
   }
 
   /** `{"ch":…,"seq":…,"data":…}` */

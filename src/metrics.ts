@@ -23,6 +23,7 @@ export class Metrics {
   readonly published: Counter;
   readonly delivered: Counter;
   readonly deliveryLatency: Histogram;
+  readonly catchupAge: Histogram;
   readonly pollLag: Histogram;
   readonly slowClosed: Counter;
   readonly rejected: Counter<'reason'>;
@@ -47,8 +48,14 @@ export class Metrics {
     this.delivered = new Counter({ name: 'holdfast_messages_delivered_total', help: 'Messages written to poll answers.', registers });
     this.deliveryLatency = new Histogram({
       name: 'holdfast_delivery_latency_seconds',
-      help: 'From publish to the answer carrying the message being written.',
+      help: 'Live delivery: from publish to the answer carrying the message being written, for messages delivered as they arrived.',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.catchupAge = new Histogram({
+      name: 'holdfast_catchup_age_seconds',
+      help: 'Catch-up: the age of messages delivered from history (a poll whose cursor was behind).',
+      buckets: [0.01, 0.1, 1, 10, 60, 300, 900, 3600, 86400],
       registers,
     });
     this.pollLag = new Histogram({

@@ -28,7 +28,7 @@ function renderPollJson(a: PollAnswer): Buffer {
   s += '],"cursor":"' + a.cursor + '","gap":';
   s += a.gapChannels ? 'true,"gapChannels":' + JSON.stringify(a.gapChannels) : 'false';
   if (a.retryMs !== undefined) s += ',"retryMs":' + a.retryMs;
-  return Buffer.from(s + '}');
+  return Buffer.from(s + '}\n');
 }
 
 const KEY_MESSAGES = pack('messages');

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { channelHash, decodeCursor, encodeCursor } from '../src/cursor.js';
+import { UNKNOWN_POSITION, channelHash, decodeCursor, encodeCursor, fingerprint } from '../src/cursor.js';
 import { Ring } from '../src/ring.js';
 import { TimerWheel, type WheelEntry } from '../src/timer-wheel.js';
 import { ReclaimFilter } from '../src/broker/reclaim-filter.js';
@@ -11,17 +11,50 @@ import { planRead } from '../src/broker/broker.js';
 describe('cursor', () => {
   it('round-trips 32 channels within ~2 KiB', () => {
     const names = Array.from({ length: 32 }, (_, i) => `${'x'.repeat(190)}-${i}`);
-    const hashes = names.map(channelHash);
-    const positions = names.map((_, i) => ({ epoch: 'Oy6nZABFCsk', seq: i * 1_000_003 }));
+    const positions = names.map((_, i) => ({ epoch: 'Oy6nZABFCsk', seq: i * 1_000_003, fp: 0xfffffff0 + (i % 16) }));
     const cursor = encodeCursor(names, positions);
     assert.ok(cursor.length < 2100, `${cursor.length} chars`);
-    const decoded = decodeCursor(cursor);
-    for (let i = 0; i < 32; i++) assert.deepEqual(decoded.get(hashes[i]!), positions[i]);
-    assert.equal(new Set(hashes).size, 32);
+    assert.deepEqual(decodeCursor(cursor).positionsFor(names), positions);
+    assert.equal(new Set(names.map(channelHash)).size, 32);
+    // Another order of the same channels finds the same positions; an unknown channel none.
+    assert.deepEqual(decodeCursor(cursor).positionsFor([names[5]!, 'other', names[0]!]), [positions[5], undefined, positions[0]]);
+  });
+
+  // Two names whose 48-bit hashes are equal (found by a birthday search over c + base36 ints).
+  const TWINS = ['c2h8q3', 'cimmwd'] as const;
+
+  it('two channels of one poll with the same hash keep their own positions', () => {
+    assert.equal(channelHash(TWINS[0]), channelHash(TWINS[1]));
+    const positions = [{ epoch: 'E', seq: 3, fp: 7 }, { epoch: 'E', seq: 9, fp: 8 }];
+    const cursor = encodeCursor([...TWINS], positions);
+    assert.deepEqual(decodeCursor(cursor).positionsFor([...TWINS]), positions);
+    assert.deepEqual(decodeCursor(cursor).positionsFor([TWINS[1], TWINS[0]]), [positions[1], positions[0]]);
+  });
+
+  it('a hash entry that two channels of a poll share reads as unknown (a gap), never as the other channel', () => {
+    const cursor = encodeCursor([TWINS[0]], [{ epoch: 'E', seq: 3, fp: 7 }]);
+    assert.deepEqual(decodeCursor(cursor).positionsFor([TWINS[0]]), [{ epoch: 'E', seq: 3, fp: 7 }]);
+    assert.deepEqual(decodeCursor(cursor).positionsFor([...TWINS]), [UNKNOWN_POSITION, UNKNOWN_POSITION]);
+    assert.equal(planRead(UNKNOWN_POSITION, state(10, 6), false).gap, true);
+  });
+
+  it('still reads version 1 cursors (fingerprint unknown)', () => {
+    // v1: version | count | hash:u48 | seq:u48 | epochLength | epoch | check:u16
+    const buf = Buffer.alloc(2 + 13 + 1 + 2);
+    buf[0] = 1;
+    buf[1] = 1;
+    buf.writeUIntBE(channelHash('news'), 2, 6);
+    buf.writeUIntBE(42, 8, 6);
+    buf[14] = 1;
+    buf.write('E', 15, 'latin1');
+    let h = 0x811c9dc5;
+    for (let i = 0; i < 16; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
+    buf.writeUInt16BE((h ^ (h >>> 16)) & 0xffff, 16);
+    assert.deepEqual(decodeCursor(buf.toString('base64url')).positionsFor(['news']), [{ epoch: 'E', seq: 42, fp: 0 }]);
   });
 
   it('rejects every single-character change', () => {
-    const cursor = encodeCursor(['a'], [{ epoch: 'e1', seq: 5 }]);
+    const cursor = encodeCursor(['a'], [{ epoch: 'e1', seq: 5, fp: 1 }]);
     let rejected = 0;
     for (let i = 0; i < cursor.length; i++) {
       const c = cursor[i] === 'A' ? 'B' : 'A';
@@ -33,19 +66,42 @@ describe('cursor', () => {
     }
     assert.ok(rejected >= cursor.length - 1, `${rejected}/${cursor.length}`); // the last char may carry only padding bits
   });
+
+  it('fingerprints are never 0 and differ for times a microsecond apart', () => {
+    assert.notEqual(fingerprint(0), 0);
+    assert.notEqual(fingerprint(1732712345678.123), fingerprint(1732712345678.124));
+    assert.equal(fingerprint(1732712345678.123), fingerprint(Number('1732712345678.123')));
+  });
 });
 
+/** A channel state for planRead: lastSeq, firstSeq, and fingerprint seq * 10 for every seq. */
+function state(lastSeq: number, firstSeq: number, fingerprintAt = (seq: number) => seq * 10) {
+  return { epoch: 'E', lastSeq, firstSeq, fingerprintAt };
+}
+
 describe('planRead', () => {
-  const head = { epoch: 'E', lastSeq: 10 };
   it('covers now, earliest, in-range, behind, other epoch, ahead, conflated', () => {
-    assert.deepEqual(planRead('now', head, 6, false), { afterSeq: 10, gap: false });
-    assert.deepEqual(planRead('earliest', head, 6, false), { afterSeq: 5, gap: false });
-    assert.deepEqual(planRead({ epoch: 'E', seq: 7 }, head, 6, false), { afterSeq: 7, gap: false });
-    assert.deepEqual(planRead({ epoch: 'E', seq: 5 }, head, 6, false), { afterSeq: 5, gap: false });
-    assert.deepEqual(planRead({ epoch: 'E', seq: 3 }, head, 6, false), { afterSeq: 5, gap: true });
-    assert.deepEqual(planRead({ epoch: 'F', seq: 7 }, head, 6, false), { afterSeq: 5, gap: true });
-    assert.deepEqual(planRead({ epoch: 'E', seq: 11 }, head, 6, false), { afterSeq: 5, gap: true });
-    assert.deepEqual(planRead({ epoch: 'E', seq: 3 }, head, 10, true), { afterSeq: 9, gap: false });
+    const head = state(10, 6);
+    const at = (seq: number, epoch = 'E') => ({ epoch, seq, fp: 0 });
+    assert.deepEqual(planRead('now', head, false), { afterSeq: 10, gap: false });
+    assert.deepEqual(planRead('earliest', head, false), { afterSeq: 5, gap: false });
+    assert.deepEqual(planRead(at(7), head, false), { afterSeq: 7, gap: false });
+    assert.deepEqual(planRead(at(5), head, false), { afterSeq: 5, gap: false });
+    assert.deepEqual(planRead(at(3), head, false), { afterSeq: 5, gap: true });
+    assert.deepEqual(planRead(at(7, 'F'), head, false), { afterSeq: 5, gap: true });
+    assert.deepEqual(planRead(at(11), head, false), { afterSeq: 5, gap: true });
+    assert.deepEqual(planRead(at(3), state(10, 10), true), { afterSeq: 9, gap: false });
+  });
+
+  it('a cursor whose message the store replaced (lost writes, seq reused) is a gap, and nothing at or before it is re-sent', () => {
+    const head = state(10, 6);
+    assert.deepEqual(planRead({ epoch: 'E', seq: 7, fp: 70 }, head, false), { afterSeq: 7, gap: false });
+    assert.deepEqual(planRead({ epoch: 'E', seq: 7, fp: 71 }, head, false), { afterSeq: 7, gap: true });
+    assert.deepEqual(planRead({ epoch: 'E', seq: 10, fp: 99 }, head, false), { afterSeq: 10, gap: true });
+    assert.deepEqual(planRead({ epoch: 'E', seq: 5, fp: 49 }, head, false), { afterSeq: 5, gap: true });
+    // Unknown on either side: not compared.
+    assert.deepEqual(planRead({ epoch: 'E', seq: 7, fp: 0 }, head, false), { afterSeq: 7, gap: false });
+    assert.deepEqual(planRead({ epoch: 'E', seq: 7, fp: 71 }, state(10, 6, () => 0), false), { afterSeq: 7, gap: false });
   });
 });
 

@@ -15,14 +15,27 @@ export interface ChannelHead {
   lastSeq: number;
 }
 
+/** What a read needs to know to judge a cursor: the head, the oldest retained seq, fingerprints. */
+export interface ChannelState extends ChannelHead {
+  /** Seq of the oldest retained message; lastSeq + 1 when none is retained. */
+  firstSeq: number;
+  /** The fingerprint of the message at `seq` when the store still knows it, else 0. */
+  fingerprintAt(seq: number): number;
+}
+
 /** Where a read starts: after a cursor position, at the oldest retained message, or at the head. */
 export type ReadFrom = Position | 'earliest' | 'now';
 
 export interface ReadResult extends ChannelHead {
   /** Messages after the start, oldest first, at most `max`. */
   messages: Message[];
-  /** The cursor asked for messages the channel no longer holds, or for another epoch. */
+  /**
+   * The cursor asked for messages the channel no longer holds, for another epoch, or for a
+   * message the store lost (its seq now names another message).
+   */
   gap: boolean;
+  /** Fingerprint of the message at lastSeq (0 when lastSeq is 0 or it is not known). */
+  headFp: number;
 }
 
 export interface PublishItem {
@@ -116,15 +129,21 @@ export interface ReadPlan {
 }
 
 /**
- * The one place that decides what a cursor means against a channel's head. `firstSeq` is the
- * seq of the oldest retained message (lastSeq + 1 when none is retained).
+ * The one place that decides what a cursor means against a channel's state (the Redis read
+ * script mirrors it: src/broker/redis/lua/read.lua).
  */
-export function planRead(from: ReadFrom, head: ChannelHead, firstSeq: number, conflated: boolean): ReadPlan {
-  if (from === 'now') return { afterSeq: head.lastSeq, gap: false };
+export function planRead(from: ReadFrom, state: ChannelState, conflated: boolean): ReadPlan {
+  const { lastSeq, firstSeq } = state;
+  if (from === 'now') return { afterSeq: lastSeq, gap: false };
   if (from === 'earliest') return { afterSeq: firstSeq - 1, gap: false };
   // Another epoch, or a seq this epoch never reached: the numbering restarted.
-  if (from.epoch !== head.epoch || from.seq > head.lastSeq) return { afterSeq: firstSeq - 1, gap: true };
-  if (from.seq >= firstSeq - 1) return { afterSeq: from.seq, gap: false };
+  if (from.epoch !== state.epoch || from.seq > lastSeq) return { afterSeq: firstSeq - 1, gap: true };
+  if (from.seq >= firstSeq - 1) {
+    // The cursor's message is not the one the store holds under its seq: acknowledged writes
+    // were lost and their seqs reused. Report it; never re-send seqs at or before the cursor.
+    const fp = from.fp !== 0 && from.seq > 0 ? state.fingerprintAt(from.seq) : 0;
+    return { afterSeq: from.seq, gap: fp !== 0 && fp !== from.fp };
+  }
   // Behind the retained history: messages are gone. A conflated channel promises only the latest.
   return { afterSeq: firstSeq - 1, gap: !conflated };
 }

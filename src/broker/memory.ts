@@ -14,6 +14,7 @@ import {
   type Broker,
   type BrokerEvents,
   type ChannelInfo,
+  type ChannelState,
   type PublishItem,
   type PublishResult,
   type ReadFrom,
@@ -34,18 +35,39 @@ interface IdempotencyRecord {
   expires: number;
 }
 
-class MemoryChannel {
+class MemoryChannel implements ChannelState {
   lastSeq = 0;
   lastPublish = 0;
+  /** Fingerprint of the newest message that left the history (seq firstSeq - 1). */
+  trimmedFp = 0;
+  /** Fingerprint of the message at lastSeq, kept when the history empties. */
+  headFp = 0;
   idempotency: Map<string, IdempotencyRecord> | undefined;
   constructor(
     public epoch: string,
     public history: Ring<Message>,
   ) {}
 
-  /** Seq of the oldest retained message; lastSeq + 1 when none is retained. */
-  firstSeq(): number {
+  get firstSeq(): number {
     return this.history.length === 0 ? this.lastSeq + 1 : this.history.at(0).seq;
+  }
+
+  fingerprintAt(seq: number): number {
+    if (seq === this.lastSeq) return this.headFp;
+    const first = this.firstSeq;
+    if (seq === first - 1) return this.trimmedFp;
+    return seq >= first && seq <= this.lastSeq ? this.history.at(seq - first).fp : 0;
+  }
+
+  append(message: Message): void {
+    const dropped = this.history.push(message);
+    if (dropped) this.trimmedFp = dropped.fp;
+    this.headFp = message.fp;
+  }
+
+  dropOldest(): void {
+    const dropped = this.history.shift();
+    if (dropped) this.trimmedFp = dropped.fp;
   }
 }
 
@@ -118,7 +140,7 @@ export class MemoryBroker implements Broker {
     const time = (this.lastTime = Math.max(now, this.lastTime + 0.001));
     const message = new Message(item.ch, seq, channel.epoch, time, item.json);
     this.dropExpired(channel, now);
-    channel.history.push(message);
+    channel.append(message);
     if (item.id !== undefined) this.remember(channel, item.id, { seq, epoch: channel.epoch, expires: now + this.config.idempotencyTtlS * 1000 });
     if (this.interest.has(item.ch)) this.events?.messages(item.ch, [message]);
     return { ch: item.ch, seq, epoch: channel.epoch };
@@ -135,17 +157,17 @@ export class MemoryBroker implements Broker {
     const channel = this.lookup(ch);
     if (!channel) {
       // Never published: seq 0 in the store's epoch, nothing retained.
-      const head = { epoch: this.storeEpoch, lastSeq: 0 };
-      return { ...head, messages: [], gap: planRead(from, head, 1, false).gap };
+      const state = { epoch: this.storeEpoch, lastSeq: 0, firstSeq: 1, fingerprintAt: () => 0 };
+      return { epoch: state.epoch, lastSeq: 0, headFp: 0, messages: [], gap: planRead(from, state, false).gap };
     }
     this.dropExpired(channel, this.now());
-    const firstSeq = channel.firstSeq();
-    const plan = planRead(from, channel, firstSeq, hasPrefix(ch, this.config.conflatePrefixes));
+    const firstSeq = channel.firstSeq;
+    const plan = planRead(from, channel, hasPrefix(ch, this.config.conflatePrefixes));
     const messages: Message[] = [];
     for (let i = plan.afterSeq + 1 - firstSeq; i < channel.history.length && messages.length < max; i++) {
       messages.push(channel.history.at(i));
     }
-    return { epoch: channel.epoch, lastSeq: channel.lastSeq, messages, gap: plan.gap };
+    return { epoch: channel.epoch, lastSeq: channel.lastSeq, headFp: channel.headFp, messages, gap: plan.gap };
   }
 
   async channelInfo(ch: string): Promise<ChannelInfo> {
@@ -162,6 +184,7 @@ export class MemoryBroker implements Broker {
     channel.lastSeq = 0;
     channel.lastPublish = this.now();
     channel.history.clear();
+    channel.trimmedFp = channel.headFp = 0;
     channel.idempotency = undefined;
     this.events?.reset(ch, channel.epoch);
     return { ch, epoch: channel.epoch, lastSeq: 0, retained: 0 };
@@ -238,7 +261,7 @@ export class MemoryBroker implements Broker {
 
   private dropExpired(channel: MemoryChannel, now: number): void {
     const cutoff = now - this.historyTtlMs;
-    while (channel.history.length > 0 && channel.history.at(0).time <= cutoff) channel.history.shift();
+    while (channel.history.length > 0 && channel.history.at(0).time <= cutoff) channel.dropOldest();
     const idem = channel.idempotency;
     if (idem) {
       for (const [key, record] of idem) {

@@ -1,7 +1,7 @@
 /** GET /v1/poll — parse and authorise on the request's own callback, then hand to the PollHub. */
 
 import type { ReadFrom } from '../broker/broker.js';
-import { channelHash, decodeCursor, type Position } from '../cursor.js';
+import { type DecodedCursor, decodeCursor } from '../cursor.js';
 import { HoldfastError } from '../errors.js';
 import { checkChannel, hasPrefix } from '../names.js';
 import { Poll } from '../poll/poll.js';
@@ -10,7 +10,9 @@ import { bearer } from '../auth/jwt.js';
 import type { HttpRequest } from '../uws.js';
 import type { ServerContext } from './context.js';
 import { intParam, parseQuery, single } from './request.js';
-import type { Res } from '../respond.js';
+import type { AnswerWriter } from '../poll/hub.js';
+import { JSON_TYPE, MSGPACK_TYPE, type Res, type SendOptions, send, sendError } from '../respond.js';
+import type { Config } from '../config.js';
 
 export const MIN_TIMEOUT_MS = 1000;
 export const MAX_TIMEOUT_MS = 120_000;
@@ -46,7 +48,7 @@ export function pollHandler(ctx: ServerContext) {
     const timeout = pollTimeout(single(query, 'timeout'), config.pollTimeoutMs);
     const max = Math.min(MAX_MAX, intParam(single(query, 'max'), 'max', 1) ?? DEFAULT_MAX);
     const tokenParam = single(query, 'token');
-    let cursor: Map<number, Position> | 'earliest' | undefined;
+    let cursor: DecodedCursor | 'earliest' | undefined;
     if (cursorRaw === 'earliest') cursor = 'earliest';
     else if (cursorRaw !== undefined) cursor = decodeCursor(cursorRaw);
 
@@ -63,9 +65,19 @@ export function pollHandler(ctx: ServerContext) {
     }
 
     // 3. Park (or answer at once): interest first, then history.
-    const from: ReadFrom[] = channels.map((ch) =>
-      cursor === 'earliest' ? 'earliest' : (cursor?.get(channelHash(ch)) ?? 'now'),
-    );
+    const positions = cursor === 'earliest' || cursor === undefined ? undefined : cursor.positionsFor(channels);
+    const from: ReadFrom[] = channels.map((_, i) => (cursor === 'earliest' ? 'earliest' : (positions?.[i] ?? 'now')));
     ctx.hub.begin(new Poll(res, channels, max, format, Date.now() + timeout), from);
+  };
+}
+
+/** How the poll hub writes its answers: no-store JSON or MessagePack, with the slow-reader limit. */
+export function pollWriter(config: Pick<Config, 'maxBackpressure'>): AnswerWriter {
+  const options: SendOptions = { noStore: true, maxBackpressure: config.maxBackpressure };
+  return {
+    answer: (res, body, format) => send(res, 200, format === 'json' ? JSON_TYPE : MSGPACK_TYPE, body, options),
+    reject: (res, err) => {
+      sendError(res, err);
+    },
   };
 }

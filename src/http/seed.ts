@@ -16,7 +16,8 @@ import { type ServerContext, fail } from './context.js';
 import { pollTimeout } from './poll.js';
 import { admitPublish, withBody } from './publish.js';
 import { parseQuery, single } from './request.js';
-import { type Res, sendJson } from '../respond.js';
+import { JSON_TYPE, type Res, send, sendError, sendJson } from '../respond.js';
+import type { SeedWriter } from '../seed/seed-hub.js';
 
 const OK = { status: 'ok' };
 
@@ -79,3 +80,11 @@ export function seedDisconnect(ctx: ServerContext) {
     );
   };
 }
+
+/** How the seed hub writes its answers. */
+export const seedWriter: SeedWriter = {
+  answer: (res, body) => send(res, 200, JSON_TYPE, body, { noStore: true }),
+  reject: (res, err) => {
+    sendError(res, err);
+  },
+};

@@ -10,7 +10,7 @@
 
 import type { Broker } from '../broker/broker.js';
 import { HoldfastError } from '../errors.js';
-import { JSON_TYPE, type Res, Sent, send, sendError } from '../respond.js';
+import { type Res, Sent } from '../respond.js';
 import type { Metrics } from '../metrics.js';
 import { SEED_TIMEOUT_BODY, renderSeedMessage } from '../render.js';
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js';
@@ -27,6 +27,13 @@ export class SeedPoll implements WheelEntry {
   ) {}
 }
 
+/** How the seed hub answers: given by the HTTP layer, so the hub imports no HTTP code. */
+export interface SeedWriter {
+  /** Writes a 200 JSON answer (no-store). */
+  answer(res: Res, body: Buffer): Sent;
+  reject(res: Res, err: HoldfastError): void;
+}
+
 export class SeedHub {
   private readonly waiters = new Map<string, SeedPoll[]>();
   /** Client ids whose notifications are confirmed to reach this process. */
@@ -41,6 +48,7 @@ export class SeedHub {
   constructor(
     private readonly broker: Broker,
     private readonly metrics: Metrics,
+    private readonly writer: SeedWriter,
     private readonly onBug: (err: unknown) => void,
     now: () => number = Date.now,
   ) {
@@ -160,7 +168,7 @@ export class SeedHub {
 
   private deliver(poll: SeedPoll, json: string): Sent {
     this.leave(poll);
-    const sent = send(poll.res, 200, JSON_TYPE, renderSeedMessage(json), { noStore: true });
+    const sent = this.writer.answer(poll.res, renderSeedMessage(json));
     if (sent === Sent.Written) {
       this.metrics.answeredBy.messages.inc();
       this.metrics.delivered.inc();
@@ -175,12 +183,12 @@ export class SeedHub {
       return;
     }
     this.metrics.rejected.inc({ reason: 'too_many_polls' });
-    sendError(poll.res, new HoldfastError('too_many_polls', 'this process holds LP_MAX_PARKED polls; retry shortly', { retryMs: 2000 }));
+    this.writer.reject(poll.res, new HoldfastError('too_many_polls', 'this process holds LP_MAX_PARKED polls; retry shortly', { retryMs: 2000 }));
   }
 
   private answerTimeout(poll: SeedPoll, reason: 'timeout' | 'drain'): void {
     this.leave(poll);
-    if (send(poll.res, 200, JSON_TYPE, SEED_TIMEOUT_BODY, { noStore: true }) === Sent.Written) {
+    if (this.writer.answer(poll.res, SEED_TIMEOUT_BODY) === Sent.Written) {
       this.metrics.answeredBy[reason].inc();
     }
   }

@@ -14,6 +14,7 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import { BrokerUnavailableError } from '../../errors.js';
+import { fingerprint } from '../../cursor.js';
 import { Message } from '../../message.js';
 import { hasPrefix } from '../../names.js';
 import { type Decoder, InlineDecoder, PoolDecoder } from '../../decode/pool.js';
@@ -181,24 +182,27 @@ export class RedisBroker implements Broker {
 
   async read(ch: string, from: ReadFrom, max: number): Promise<ReadResult> {
     const k = this.keys;
-    const mode = typeof from === 'object' ? 'pos' : from;
+    const cursor = typeof from === 'object' ? from : undefined;
     const reply = (await this.run('hfRead', [k.meta(ch), k.history(ch), k.store(ch)], [
-      mode,
-      typeof from === 'object' ? from.epoch : '',
-      typeof from === 'object' ? from.seq : 0,
+      cursor ? 'pos' : (from as string),
+      cursor ? cursor.epoch : '',
+      cursor ? cursor.seq : 0,
       max,
       this.config.historyTtlS,
       this.config.channelIdleS,
       hasPrefix(ch, this.config.conflatePrefixes) ? 1 : 0,
-    ])) as [string, number, number, number, ...string[]];
-    const [epoch, lastSeq, gap, after] = reply;
+      cursor && cursor.fp !== 0 ? 1 : 0,
+    ])) as [string, number, number, number, string, string, ...string[]];
+    const [epoch, lastSeq, gap, after, headTime, cursorTime] = reply;
     const messages: Message[] = [];
-    for (let i = 4; i < reply.length; i++) {
+    for (let i = 6; i < reply.length; i++) {
       const entry = reply[i] as string;
       const bar = entry.indexOf('|');
-      messages.push(new Message(ch, after + i - 3, epoch, Number(entry.slice(0, bar)), entry.slice(bar + 1)));
+      messages.push(new Message(ch, after + i - 5, epoch, Number(entry.slice(0, bar)), entry.slice(bar + 1)));
     }
-    return { epoch, lastSeq, messages, gap: gap === 1 };
+    // The lost-writes rule: the store holds another message under the cursor's seq.
+    const lost = cursor !== undefined && cursorTime !== '' && fingerprint(Number(cursorTime)) !== cursor.fp;
+    return { epoch, lastSeq, headFp: headTime === '' ? 0 : fingerprint(Number(headTime)), messages, gap: gap === 1 || lost };
   }
 
   async channelInfo(ch: string): Promise<ChannelInfo> {

@@ -1,14 +1,18 @@
 /**
- * Redis key and notification-channel names. Every key of a channel carries the channel name
- * as its hash tag, so a channel's keys and its notification channel share one Cluster slot and
- * one Lua script can touch them all:
+ * Redis key and notification-channel names. Internal keys live in their own namespace: the
+ * letter after the prefix says what a key belongs to (c: a channel, q: a seed client queue,
+ * s: a slot's store epoch), and the name follows inside braces. Names never contain braces,
+ * so no channel name or clientId can reach another kind's keys (`q:foo` the channel and `foo`
+ * the clientId are strangers), and the braces are the Cluster hash tag: a channel's keys and
+ * its notification channel share one slot, so one Lua script can touch them all.
  *
- *   <prefix>{<ch>}:m      meta hash: e (epoch), s (last seq), g (epoch counter)
- *   <prefix>{<ch>}:h      history list of "<ms>|<json>", bounded, with TTL
- *   <prefix>{<ch>}:i:<k>  idempotency record "<seq>|<epoch>", with TTL
- *   <prefix>{<ch>}:n      notification channel (PUBLISH, or SPUBLISH on Cluster)
- *   <prefix>{<tag>}:s     the store epoch of one slot (<tag> is a short string in that slot)
- *   <prefix>{q:<id>}:q    seed client queue; <prefix>{q:<id>}:n its notifications
+ *   <prefix>c{<ch>}:m      meta hash: e (epoch), s (last seq), g (epoch counter),
+ *                          t (time of the message at s), b (time of the newest trimmed message)
+ *   <prefix>c{<ch>}:h      history list of "<ms>|<json>", bounded, with TTL
+ *   <prefix>c{<ch>}:i:<k>  idempotency record "<seq>|<epoch>", with TTL
+ *   <prefix>c{<ch>}:n      notification channel (PUBLISH, or SPUBLISH on Cluster)
+ *   <prefix>s{<tag>}       the store epoch of one slot (<tag> is a short string in that slot)
+ *   <prefix>q{<id>}:l      seed client queue;  <prefix>q{<id>}:n  its notifications
  */
 
 import calculateSlot from 'cluster-key-slot';
@@ -35,34 +39,41 @@ function tagForSlot(slot: number): string {
 }
 
 export class RedisKeys {
-  constructor(private readonly prefix: string) {}
+  private readonly channelPrefix: string;
+  private readonly queuePrefix: string;
+
+  constructor(private readonly prefix: string) {
+    this.channelPrefix = `${prefix}c{`;
+    this.queuePrefix = `${prefix}q{`;
+  }
 
   meta(ch: string): string {
-    return `${this.prefix}{${ch}}:m`;
+    return `${this.channelPrefix}${ch}}:m`;
   }
   history(ch: string): string {
-    return `${this.prefix}{${ch}}:h`;
+    return `${this.channelPrefix}${ch}}:h`;
   }
   idempotency(ch: string, key: string): string {
-    return `${this.prefix}{${ch}}:i:${key}`;
+    return `${this.channelPrefix}${ch}}:i:${key}`;
   }
   notify(ch: string): string {
-    return `${this.prefix}{${ch}}:n`;
+    return `${this.channelPrefix}${ch}}:n`;
   }
   store(ch: string): string {
-    return `${this.prefix}{${tagForSlot(calculateSlot(ch))}}:s`;
+    return `${this.prefix}s{${tagForSlot(calculateSlot(ch))}}`;
   }
   queue(id: string): string {
-    return `${this.prefix}{q:${id}}:q`;
+    return `${this.queuePrefix}${id}}:l`;
   }
   queueNotify(id: string): string {
-    return `${this.prefix}{q:${id}}:n`;
+    return `${this.queuePrefix}${id}}:n`;
   }
 
   /** What a notification channel is about: a channel, or a seed queue. */
   parseNotify(name: string): { kind: 'channel' | 'queue'; name: string } | undefined {
-    if (!name.startsWith(this.prefix) || !name.endsWith('}:n')) return undefined;
-    const inner = name.slice(this.prefix.length + 1, -3);
-    return inner.startsWith('q:') ? { kind: 'queue', name: inner.slice(2) } : { kind: 'channel', name: inner };
+    if (!name.endsWith('}:n')) return undefined;
+    if (name.startsWith(this.channelPrefix)) return { kind: 'channel', name: name.slice(this.channelPrefix.length, -3) };
+    if (name.startsWith(this.queuePrefix)) return { kind: 'queue', name: name.slice(this.queuePrefix.length, -3) };
+    return undefined;
   }
 }

@@ -31,13 +31,22 @@ local function store_epoch(store_key, idle_s)
   return e
 end
 
--- Drops history entries older than cutoff_ms from the head. Entries are "<ms>|<json>".
-local function drop_expired(hist_key, cutoff_ms)
+-- The time text of a history entry "<ms>|<json>".
+local function entry_time(entry)
+  return string.match(entry, '^([%d.]+)|')
+end
+
+-- Drops history entries older than cutoff_ms from the head, remembering the time of the
+-- newest one dropped in the meta hash (field b): it fingerprints seq firstSeq - 1.
+local function drop_expired(hist_key, cutoff_ms, meta_key)
+  local dropped
   while true do
     local head = redis.call('LINDEX', hist_key, 0)
-    if not head then return end
-    local t = tonumber(string.match(head, '^([%d.]+)|'))
-    if t > cutoff_ms then return end
+    if not head then break end
+    local t = entry_time(head)
+    if tonumber(t) > cutoff_ms then break end
     redis.call('LPOP', hist_key)
+    dropped = t
   end
+  if dropped then redis.call('HSET', meta_key, 'b', dropped) end
 end

@@ -9,5 +9,5 @@ if epoch then
 else
   epoch = store_epoch(KEYS[3], tonumber(ARGV[2]))
 end
-drop_expired(KEYS[2], now_ms() - tonumber(ARGV[1]) * 1000)
+drop_expired(KEYS[2], now_ms() - tonumber(ARGV[1]) * 1000, KEYS[1])
 return {epoch, last, redis.call('LLEN', KEYS[2])}

@@ -1,5 +1,6 @@
 -- Publishes one message, atomically: idempotency check, seq = seq + 1, append to the bounded
 -- history, refresh TTLs, record the idempotency key, notify subscribers.
+-- meta also keeps t (time of the newest message) and b (time of the newest trimmed one).
 -- KEYS: 1 meta hash {e, s}, 2 history list, 3 slot store hash, 4 idempotency key (always in
 --       the channel's slot; only used when ARGV[9] is 1)
 -- ARGV: 1 channel, 2 json, 3 history size, 4 history ttl s, 5 idle s, 6 idempotency ttl s,
@@ -25,11 +26,18 @@ if not epoch then
   redis.call('HSET', meta, 'e', epoch)
 end
 local seq = redis.call('HINCRBY', meta, 's', 1)
+local now_text = ms_text(now)
+-- t: the time of the message at s, its fingerprint (the lost-writes rule: see cursor.ts).
+redis.call('HSET', meta, 't', now_text)
 redis.call('EXPIRE', meta, idle)
 
-drop_expired(hist, now - ttl * 1000)
-redis.call('RPUSH', hist, ms_text(now) .. '|' .. json)
-redis.call('LTRIM', hist, -size, -1)
+drop_expired(hist, now - ttl * 1000, meta)
+local len = redis.call('RPUSH', hist, now_text .. '|' .. json)
+if len > size then
+  -- b: the time of the newest message trimmed away (seq firstSeq - 1).
+  redis.call('HSET', meta, 'b', entry_time(redis.call('LINDEX', hist, len - size - 1)))
+  redis.call('LTRIM', hist, -size, -1)
+end
 redis.call('EXPIRE', hist, ttl)
 
 if has_idem then
