@@ -48,6 +48,16 @@ export interface Config {
   readonly idempotencyTtlS: number;
   readonly idempotencyMaxKeys: number;
   readonly drainMs: number;
+  /** SSE comment heartbeat, so proxies keep an idle stream open. */
+  readonly sseHeartbeatMs: number;
+  /** A stream (SSE or WebSocket) is ended after this long, so load rebalances after a scale-out. */
+  readonly streamMaxS: number;
+  /** Answers at least this large are compressed when the client accepts gzip or br. */
+  readonly compressMinBytes: number;
+  /** Answers at least this large are compressed on the worker pool, off the event loop. */
+  readonly compressPoolBytes: number;
+  /** Worker threads for compression; 0 compresses on the event loop. */
+  readonly compressThreads: number;
   readonly maxBatch: number;
   readonly maxPublishInflight: number;
   readonly seedOpen: boolean;
@@ -146,6 +156,11 @@ const VARS = [
   v({ name: 'LP_IDEMPOTENCY_TTL_S', key: 'idempotencyTtlS', def: '600', unit: 's', doc: 'How long an Idempotency-Key is remembered.', parse: int(1, 604_800) }),
   v({ name: 'LP_IDEMPOTENCY_MAX_KEYS', key: 'idempotencyMaxKeys', def: '100000', unit: 'keys', doc: 'Idempotency keys remembered per channel (oldest forgotten first).', parse: int(1, 10_000_000) }),
   v({ name: 'LP_DRAIN_MS', key: 'drainMs', def: '5000', unit: 'ms', doc: 'Deadline for a graceful drain on SIGTERM/SIGINT.', parse: int(0, 600_000) }),
+  v({ name: 'LP_SSE_HEARTBEAT_MS', key: 'sseHeartbeatMs', def: '15000', unit: 'ms', doc: 'Comment line sent on an idle SSE stream so proxies keep it open.', parse: int(1000, 600_000) }),
+  v({ name: 'LP_STREAM_MAX_S', key: 'streamMaxS', def: '3600', unit: 's', doc: 'SSE and WebSocket streams end after this long (the client resumes from its cursor), so load rebalances.', parse: int(10, 604_800) }),
+  v({ name: 'LP_COMPRESS_MIN_BYTES', key: 'compressMinBytes', def: '4096', unit: 'bytes', doc: 'Poll answers at least this large are compressed (gzip or br) when the client accepts it; 0 turns compression off.', parse: int(0, 1024 * 1024 * 1024) }),
+  v({ name: 'LP_COMPRESS_POOL_BYTES', key: 'compressPoolBytes', def: '65536', unit: 'bytes', doc: 'Answers at least this large are compressed on the worker pool instead of the event loop.', parse: int(0, 1024 * 1024 * 1024) }),
+  v({ name: 'LP_COMPRESS_THREADS', key: 'compressThreads', def: '1', unit: 'threads', doc: 'Worker threads that compress large answers; 0 compresses on the event loop.', parse: int(0, 64) }),
   v({ name: 'LP_MAX_BATCH', key: 'maxBatch', def: '1000', unit: 'messages', doc: 'Items in one batch publish.', parse: int(1, 100_000) }),
   v({ name: 'LP_MAX_PUBLISH_INFLIGHT', key: 'maxPublishInflight', def: '10000', unit: 'publishes', doc: 'Publishes waiting on the broker per process (429 above).', parse: int(1, 10_000_000) }),
   v({ name: 'LP_SEED_OPEN', key: 'seedOpen', def: '0', unit: 'bool', doc: 'Let anyone /push and /disconnect any clientId, as the classic tutorial does.', parse: bool }),
