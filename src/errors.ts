@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'too_many_polls'
   | 'draining'
   | 'broker_unavailable'
+  | 'auth_unavailable'
   | 'internal';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -43,6 +44,8 @@ const STATUS: Record<ErrorCode, number> = {
   too_many_polls: 503,
   draining: 503,
   broker_unavailable: 503,
+  /** The JWKS that verifies tokens cannot be fetched: the server's problem, not the token's. */
+  auth_unavailable: 503,
   internal: 500,
 };
 

@@ -3,6 +3,11 @@
  * and turned into the one form every later stage shares, the value's compact JSON text.
  * A value with no JSON form (MessagePack bin/ext, non-string map keys, integers beyond 2^53,
  * NaN/Infinity) or nested deeper than MAX_DEPTH is refused with 400, never mangled.
+ *
+ * "Integer" is about how the number was written, not its value: a JSON number token without
+ * fraction or exponent (`12345678901234567890`), or a MessagePack int/uint of any width. Those
+ * are refused outside ±(2^53 − 1) (I-JSON, RFC 7493: beyond it, parsing loses digits). A float
+ * (`6.02e23`, `1e16`, MessagePack float 64) is a float whatever its value, and is accepted.
  */
 
 import { Unpackr } from 'msgpackr';
@@ -14,6 +19,7 @@ export type BodyFormat = 'json' | 'msgpack' | 'text';
 
 const unpackr = new Unpackr({ mapsAsObjects: false, useRecords: false, int64AsType: 'bigint' });
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Maps a Content-Type header to a body format; throws 415 for anything else. */
 export function bodyFormat(contentType: string, allowText = true): BodyFormat {
@@ -57,7 +63,7 @@ export function decodeBody(body: Buffer, format: BodyFormat, baseDepth = 0): unk
     const msg = err instanceof RangeError ? 'it is nested too deeply' : (err as Error).message;
     throw new HoldfastError('bad_json', `body is not valid JSON: ${msg}`);
   }
-  checkJsonValue(value, baseDepth);
+  if (checkJsonValue(value, baseDepth)) checkIntegerTokens(text);
   return value;
 }
 
@@ -70,22 +76,67 @@ function tooDeep(): HoldfastError {
   return new HoldfastError('unsupported_value', `value is nested deeper than ${MAX_DEPTH} levels`);
 }
 
-function checkNumber(n: number): void {
-  if (!Number.isFinite(n)) throw new HoldfastError('unsupported_value', 'NaN and Infinity have no JSON form');
-  if (Number.isInteger(n) && !Number.isSafeInteger(n)) {
-    throw new HoldfastError('unsupported_value', `integer ${n} is beyond 2^53 and would lose precision: send it as a string`);
-  }
+function beyondSafeRange(integer: string | bigint): HoldfastError {
+  return new HoldfastError('unsupported_value', `integer ${integer} is beyond 2^53 and would lose precision: send it as a string`);
 }
 
-/** Walks a JSON.parse result: depth and integer range. */
-export function checkJsonValue(value: unknown, depth: number): void {
-  if (typeof value === 'number') return checkNumber(value);
-  if (value === null || typeof value !== 'object') return;
+/**
+ * Walks a JSON.parse result: depth, and finite numbers (a token like 1e400 parses to Infinity).
+ * Returns true when some number has an integral value outside the safe range: only the text
+ * can tell whether it was written as an integer (refused) or a float (accepted).
+ */
+export function checkJsonValue(value: unknown, depth: number): boolean {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new HoldfastError('unsupported_value', 'a number is too large for a 64-bit float (it would become Infinity)');
+    return Number.isInteger(value) && !Number.isSafeInteger(value);
+  }
+  if (value === null || typeof value !== 'object') return false;
   if (depth >= MAX_DEPTH) throw tooDeep();
+  let large = false;
   if (Array.isArray(value)) {
-    for (const item of value) checkJsonValue(item, depth + 1);
+    for (const item of value) if (checkJsonValue(item, depth + 1)) large = true;
   } else {
-    for (const key in value) checkJsonValue((value as Record<string, unknown>)[key], depth + 1);
+    for (const key in value) if (checkJsonValue((value as Record<string, unknown>)[key], depth + 1)) large = true;
+  }
+  return large;
+}
+
+const MAX_SAFE_DIGITS = String(Number.MAX_SAFE_INTEGER); // "9007199254740991"
+
+/**
+ * Scans valid JSON text for integer tokens (no '.', no exponent) beyond ±(2^53 − 1). Runs
+ * only when the parsed value holds such a value, so ordinary bodies never pay for it.
+ */
+export function checkIntegerTokens(text: string): void {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c /* \ */) i++;
+        else if (d === 0x22) break;
+      }
+      i++;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      const start = i;
+      let integer = true;
+      for (; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x2e /* . */ || d === 0x65 /* e */ || d === 0x45 /* E */) integer = false;
+        else if (!(d === 0x2d || d === 0x2b || (d >= 0x30 && d <= 0x39))) break;
+      }
+      if (integer) {
+        const digits = text.charCodeAt(start) === 0x2d ? text.slice(start + 1, i) : text.slice(start, i);
+        // JSON integers have no leading zeros, so length then lexical order is numeric order.
+        if (digits.length > MAX_SAFE_DIGITS.length || (digits.length === MAX_SAFE_DIGITS.length && digits > MAX_SAFE_DIGITS)) {
+          throw beyondSafeRange(text.slice(start, i));
+        }
+      }
+    } else {
+      i++;
+    }
   }
 }
 
@@ -96,10 +147,13 @@ function fromMsgpack(value: unknown, depth: number): unknown {
     case 'boolean':
       return value;
     case 'number':
-      checkNumber(value);
+      // A float wire type, or an int of at most 32 bits: only NaN and ±Infinity lack a JSON form.
+      if (!Number.isFinite(value)) throw new HoldfastError('unsupported_value', 'NaN and Infinity have no JSON form');
       return value;
     case 'bigint':
-      throw new HoldfastError('unsupported_value', `integer ${value} is beyond 2^53 and would lose precision: send it as a string`);
+      // An int64/uint64 wire form, which encoders use for small values too: the value decides.
+      if (value < -MAX_SAFE_BIG || value > MAX_SAFE_BIG) throw beyondSafeRange(value);
+      return Number(value);
     case 'object':
       break;
     default:

@@ -14,6 +14,8 @@ export interface Res extends HttpResponse {
   closed?: boolean;
   /** Access-Control-Allow-Origin value for this request, when its origin is allowed. */
   corsOrigin?: string;
+  /** A HEAD request: the answer carries headers only (set by the route wrapper). */
+  head?: boolean;
 }
 
 export const JSON_TYPE = 'application/json';
@@ -74,6 +76,18 @@ function writeCorked(): void {
   }
   const h = options.headers;
   if (h) for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i]!, h[i + 1]!);
+  if (res.head) {
+    // No body after a HEAD answer, or a keep-alive client reads it as the next answer. uWS
+    // v20.30's endWithoutBody(length) closes the connection, so the length is a plain header.
+    if (options.closeConnection) res.end('', true); // writes Content-Length: 0
+    else {
+      res.writeHeader('Content-Length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.length));
+      res.endWithoutBody();
+    }
+    res.closed = true;
+    pending.outcome = Sent.Written;
+    return;
+  }
   if (options.closeConnection || options.maxBackpressure === undefined || typeof body === 'string') {
     res.end(body, options.closeConnection);
     res.closed = true; // the response object is no longer ours to touch
@@ -114,8 +128,9 @@ function writeWithBackpressure(res: Res, body: Buffer, limit: number): Sent {
   return Sent.Pending;
 }
 
+/** A JSON answer ends with a newline, as curl users and line-oriented tools expect. */
 export function sendJson(res: Res, status: number, value: unknown, options?: SendOptions): Sent {
-  return send(res, status, JSON_TYPE, JSON.stringify(value), options);
+  return send(res, status, JSON_TYPE, JSON.stringify(value) + '\n', options);
 }
 
 export function retryAfterHeader(retryMs: number): string[] {

@@ -8,18 +8,10 @@ import { type Res, sendJson } from '../respond.js';
 
 const PREFIX = '/v1/channels/';
 
-function checkPublisher(ctx: ServerContext, res: Res, req: HttpRequest): void {
-  ctx.publisher.check({
-    authorization: req.getHeader('authorization'),
-    remoteAddress: new Uint8Array(res.getRemoteAddress()),
-    forwarded: req.getHeader('forwarded') !== '' || req.getHeader('x-forwarded-for') !== '',
-  });
-}
-
 export function channelAdmin(ctx: ServerContext, action: 'info' | 'delete') {
   return (res: Res, req: HttpRequest): void => {
     const ch = checkChannel(pathSegment(req.getUrl().slice(PREFIX.length)));
-    checkPublisher(ctx, res, req);
+    ctx.publisher.authorize(req, res);
     res.onAborted(() => {
       res.closed = true;
     });
@@ -30,5 +22,3 @@ export function channelAdmin(ctx: ServerContext, action: 'info' | 'delete') {
     );
   };
 }
-
-export { checkPublisher };

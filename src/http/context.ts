@@ -12,7 +12,7 @@ import type { TokenVerifier } from '../auth/jwt.js';
 import type { PublisherAuth } from '../auth/publisher.js';
 import { type Res, sendError } from '../respond.js';
 import { corsOriginFor } from './cors.js';
-import { MAX_URL_BYTES } from './request.js';
+import { MAX_URL_BYTES, framingError } from './request.js';
 
 export interface ServerContext {
   readonly config: Config;
@@ -21,6 +21,7 @@ export interface ServerContext {
   readonly seed: SeedHub;
   readonly metrics: Metrics;
   readonly publisher: PublisherAuth;
+  /** Subscriber token verifier; undefined when no LP_JWT_* key is set (polls need no token). */
   readonly tokens: TokenVerifier | undefined;
   readonly log: Logger;
   readonly state: { draining: boolean; publishesInFlight: number };
@@ -33,15 +34,22 @@ export type Handler = (res: Res, req: HttpRequest) => void;
 export interface HandleOptions {
   /** Still served while draining (health and metrics). */
   duringDrain?: boolean;
+  /** A HEAD route: answers carry the headers of the GET answer and no body. */
+  head?: boolean;
 }
 
 /**
- * Wraps a route handler: sets the CORS origin, refuses new work while draining, rejects
- * oversized request lines, and answers anything thrown with its JSON error.
+ * Wraps a route handler: refuses ambiguous body framing, sets the CORS origin, refuses new
+ * work while draining, rejects oversized request lines, and answers anything thrown with its
+ * JSON error.
  */
 export function handle(ctx: ServerContext, fn: Handler, options: HandleOptions = {}): Handler {
+  const head = options.head === true;
   return (res, req) => {
     try {
+      if (head) res.head = true;
+      const framing = framingError(req);
+      if (framing) return refuseFraming(ctx, res, framing);
       if (ctx.config.corsOrigins.length > 0) {
         const origin = corsOriginFor(ctx.config.corsOrigins, req.getHeader('origin'));
         if (origin !== undefined) res.corsOrigin = origin;
@@ -57,6 +65,36 @@ export function handle(ctx: ServerContext, fn: Handler, options: HandleOptions =
       fail(ctx, res, err);
     }
   };
+}
+
+/**
+ * 400 and close the connection (RFC 9112 §6.3), on the next loop turn: uWS parses the rest of
+ * this read before returning to the loop, and bytes smuggled behind this request must find its
+ * answer still pending (uWS then drops the connection unread) rather than be served as a
+ * request of their own, which an answer written now would allow.
+ */
+function refuseFraming(ctx: ServerContext, res: Res, err: HoldfastError): void {
+  res.onAborted(() => {
+    res.closed = true;
+  });
+  setImmediate(() => fail(ctx, res, err, true));
+}
+
+/**
+ * Continues a request after async work its handler started (a token verification on a cache
+ * miss). The HttpRequest is gone by then: `next` may use only what the handler copied out of it.
+ */
+export function resumeAfter(ctx: ServerContext, res: Res, pending: Promise<void>, next: () => void): void {
+  res.onAborted(() => {
+    res.closed = true;
+  });
+  pending
+    .then(() => {
+      if (res.closed) return;
+      if (ctx.state.draining) throw new HoldfastError('draining', 'this server is shutting down; retry on another', { retryMs: 1000 });
+      next();
+    })
+    .catch((err) => fail(ctx, res, err));
 }
 
 /** Answers an error: a HoldfastError as itself, anything else as a logged 500. */

@@ -3,12 +3,13 @@
 import type { ReadFrom } from '../broker/broker.js';
 import { type DecodedCursor, decodeCursor } from '../cursor.js';
 import { HoldfastError } from '../errors.js';
-import { checkChannel, hasPrefix } from '../names.js';
+import { checkChannel } from '../names.js';
 import { Poll } from '../poll/poll.js';
 import type { AnswerFormat } from '../render.js';
-import { bearer } from '../auth/jwt.js';
+import { bearer } from '../auth/bearer.js';
+import { authorizeSubscriber } from '../auth/subscribers.js';
 import type { HttpRequest } from '../uws.js';
-import type { ServerContext } from './context.js';
+import { type ServerContext, resumeAfter } from './context.js';
 import { intParam, parseQuery, single } from './request.js';
 import type { AnswerWriter } from '../poll/hub.js';
 import { JSON_TYPE, MSGPACK_TYPE, type Res, type SendOptions, send, sendError } from '../respond.js';
@@ -52,22 +53,20 @@ export function pollHandler(ctx: ServerContext) {
     if (cursorRaw === 'earliest') cursor = 'earliest';
     else if (cursorRaw !== undefined) cursor = decodeCursor(cursorRaw);
 
-    // 2. Subscriber auth: only non-public channels need a token.
-    if (ctx.tokens) {
-      const guarded = channels.filter((ch) => !hasPrefix(ch, config.publicPrefixes));
-      if (guarded.length > 0) {
-        const token = bearer(authorization) ?? tokenParam;
-        if (!token) throw new HoldfastError('unauthorized', 'these channels need a token: Authorization: Bearer <jwt> or ?token=<jwt>');
-        const grants = ctx.tokens.verify(token);
-        const denied = guarded.filter((ch) => !grants.allows(ch));
-        if (denied.length > 0) throw new HoldfastError('forbidden', `the token does not grant ${JSON.stringify(denied.slice(0, 5))}`);
-      }
-    }
-
     // 3. Park (or answer at once): interest first, then history.
-    const positions = cursor === 'earliest' || cursor === undefined ? undefined : cursor.positionsFor(channels);
-    const from: ReadFrom[] = channels.map((_, i) => (cursor === 'earliest' ? 'earliest' : (positions?.[i] ?? 'now')));
-    ctx.hub.begin(new Poll(res, channels, max, format, Date.now() + timeout), from);
+    const park = (): void => {
+      const positions = cursor === 'earliest' || cursor === undefined ? undefined : cursor.positionsFor(channels);
+      const from: ReadFrom[] = channels.map((_, i) => (cursor === 'earliest' ? 'earliest' : (positions?.[i] ?? 'now')));
+      ctx.hub.begin(new Poll(res, channels, max, format, Date.now() + timeout), from);
+    };
+
+    // 2. Subscriber auth: only non-public channels need a token. A token seen before is a Map
+    //    lookup and the poll parks now; a new token is verified first, and then the poll parks
+    //    from what was copied out of the request above (the HttpRequest is gone by then).
+    const token = ctx.tokens ? (bearer(authorization) ?? tokenParam) : undefined;
+    const pending = authorizeSubscriber(ctx.tokens, config.publicPrefixes, { names: channels, what: 'channel' }, token);
+    if (pending === undefined) park();
+    else resumeAfter(ctx, res, pending, park);
   };
 }
 

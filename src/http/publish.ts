@@ -9,7 +9,6 @@ import { HoldfastError } from '../errors.js';
 import { checkChannel } from '../names.js';
 import { bodyFormat, decodeBody, toJsonText, type BodyFormat } from '../payload.js';
 import type { HttpRequest } from '../uws.js';
-import { checkPublisher } from './channels.js';
 import { type ServerContext, fail } from './context.js';
 import { pathSegment, readBody, tooLarge } from './request.js';
 import { type Res, sendJson } from '../respond.js';
@@ -19,7 +18,7 @@ export const MAX_ID_LENGTH = 200;
 
 /** Publisher auth, body limits and backpressure: shared by every publishing route. */
 export function admitPublish(ctx: ServerContext, res: Res, req: HttpRequest, allowText: boolean, authorise = true): BodyFormat {
-  if (authorise) checkPublisher(ctx, res, req);
+  if (authorise) ctx.publisher.authorize(req, res);
   const format = bodyFormat(req.getHeader('content-type'), allowText);
   const length = req.getHeader('content-length');
   if (length !== '' && Number(length) > ctx.config.maxBodyBytes) throw tooLarge(ctx.config.maxBodyBytes);

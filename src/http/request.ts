@@ -2,9 +2,43 @@
 
 import { HoldfastError } from '../errors.js';
 import type { Res } from '../respond.js';
+import type { HttpRequest } from '../uws.js';
 
 /** Longest request line (path + query) served; longer is 431. Fits 32 names of 200 bytes and a cursor. */
 export const MAX_URL_BYTES = 32 * 1024;
+
+/**
+ * Body framing a proxy in front could read differently (RFC 9112 §6.1, §6.3): Content-Length
+ * headers that disagree, a Transfer-Encoding other than a lone "chunked", or both at once.
+ * uWS v20.30 frames by the first Content-Length and takes any Transfer-Encoding that contains
+ * "chunked" as chunked, so these are refused before it reads a byte of the body. (uWS itself
+ * drops connections whose Content-Length is not a number.) The header lines are walked only
+ * when a framing header is present: polls, the hot path, carry none.
+ */
+export function framingError(req: HttpRequest): HoldfastError | undefined {
+  if (req.getHeader('content-length') === '' && req.getHeader('transfer-encoding') === '') return undefined;
+  let length: string | undefined;
+  let lengths = 0;
+  let conflicting = false;
+  let coding: string | undefined;
+  req.forEach((name, value) => {
+    if (name === 'content-length') {
+      lengths++;
+      if (length === undefined) length = value.trim();
+      else if (value.trim() !== length) conflicting = true;
+    } else if (name === 'transfer-encoding') {
+      coding = coding === undefined ? value : `${coding}, ${value}`;
+    }
+  });
+  if (conflicting) return new HoldfastError('bad_request', `the request has ${lengths} Content-Length headers that disagree: send one`);
+  if (coding !== undefined) {
+    if (coding.trim().toLowerCase() !== 'chunked') {
+      return new HoldfastError('bad_request', `Transfer-Encoding ${JSON.stringify(coding.slice(0, 80))} is not supported: send a lone "chunked" or a Content-Length`);
+    }
+    if (length !== undefined) return new HoldfastError('bad_request', 'the request has both Content-Length and Transfer-Encoding: send one');
+  }
+  return undefined;
+}
 
 /** Parses `a=1&b=2&b=3` into name → values, decoding %XX and `+`; throws 400 on bad escapes. */
 export function parseQuery(query: string): Map<string, string[]> {

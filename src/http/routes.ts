@@ -1,11 +1,13 @@
 /** The route table: every endpoint of the contract, then 404/405 for everything else. */
 
+import { createTokenVerifier } from '../auth/jwt.js';
 import { HoldfastError } from '../errors.js';
 import type { TemplatedApp } from '../uws.js';
 import { channelAdmin } from './channels.js';
 import { type ServerContext, fail, handle } from './context.js';
 import { preflight } from './cors.js';
 import { healthz, metrics, readyz } from './ops.js';
+import { openapi } from './openapi.js';
 import { pollHandler } from './poll.js';
 import { publishBatch, publishOne } from './publish.js';
 import type { Res } from '../respond.js';
@@ -19,11 +21,16 @@ const ALLOWED: ReadonlyArray<[RegExp, string]> = [
   [/^\/poll$/, 'GET'],
   [/^\/push$/, 'POST'],
   [/^\/disconnect$/, 'DELETE'],
-  [/^\/(healthz|readyz|metrics)$/, 'GET'],
+  [/^\/(healthz|readyz|metrics)$/, 'GET, HEAD'],
 ];
 
 export function registerRoutes(app: TemplatedApp, ctx: ServerContext): void {
+  // Until server.ts builds it with createTokenVerifier (it still builds an HS256-only one from
+  // LP_JWT_SECRET), the verifier for every configured key is made here.
+  (ctx as { tokens: ServerContext['tokens'] }).tokens = createTokenVerifier(ctx.config, ctx.log);
+
   const ops = { duringDrain: true };
+  const opsHead = { duringDrain: true, head: true };
   app.get('/v1/poll', handle(ctx, pollHandler(ctx)));
   app.post('/v1/publish', handle(ctx, publishBatch(ctx)));
   app.post('/v1/publish/*', handle(ctx, publishOne(ctx)));
@@ -32,15 +39,22 @@ export function registerRoutes(app: TemplatedApp, ctx: ServerContext): void {
   app.get('/poll', handle(ctx, seedPoll(ctx)));
   app.post('/push', handle(ctx, seedPush(ctx)));
   app.del('/disconnect', handle(ctx, seedDisconnect(ctx)));
-  app.get('/healthz', handle(ctx, healthz(ctx), ops));
-  app.get('/readyz', handle(ctx, readyz(ctx), ops));
-  app.get('/metrics', handle(ctx, metrics(ctx), ops));
-  app.options('/*', preflight(ctx));
-  app.any('/*', handle(ctx, (res: Res, req) => {
+  // Load balancers probe with HEAD too: the operations endpoints answer it (headers only).
+  for (const [path, fn] of [['/healthz', healthz(ctx)], ['/readyz', readyz(ctx)], ['/metrics', metrics(ctx)]] as const) {
+    app.get(path, handle(ctx, fn, ops));
+    app.head(path, handle(ctx, fn, opsHead));
+  }
+  app.get('/v1/openapi.json', handle(ctx, openapi(ctx), ops));
+  app.options('/*', handle(ctx, preflight(ctx.config.corsOrigins), ops));
+  const unrouted = handle(ctx, (res: Res, req) => {
     const url = req.getUrl();
     const method = req.getMethod().toUpperCase();
     const match = ALLOWED.find(([re]) => re.test(url));
     if (!match) return fail(ctx, res, new HoldfastError('not_found', `no route for ${method} ${url.slice(0, 200)}`));
     fail(ctx, res, new HoldfastError('method_not_allowed', `${method} is not allowed on ${url.slice(0, 200)}; use ${match[1]}`, { allow: match[1] }));
-  }, ops));
+  }, ops);
+  app.any('/*', (res: Res, req) => {
+    if (req.getMethod() === 'head') res.head = true; // a HEAD error answer has no body either
+    unrouted(res, req);
+  });
 }

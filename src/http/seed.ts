@@ -5,14 +5,14 @@
  *   DELETE /disconnect?clientId=… → {"status":"ok"}
  */
 
-import { bearer } from '../auth/jwt.js';
+import { bearer } from '../auth/bearer.js';
+import { authorizeSubscriber } from '../auth/subscribers.js';
 import { BrokerUnavailableError, HoldfastError } from '../errors.js';
-import { checkChannel, hasPrefix } from '../names.js';
+import { checkChannel } from '../names.js';
 import { decodeBody, toJsonText } from '../payload.js';
 import { SeedPoll } from '../seed/seed-hub.js';
 import type { HttpRequest } from '../uws.js';
-import { checkPublisher } from './channels.js';
-import { type ServerContext, fail } from './context.js';
+import { type ServerContext, fail, resumeAfter } from './context.js';
 import { pollTimeout } from './poll.js';
 import { admitPublish, withBody } from './publish.js';
 import { parseQuery, single } from './request.js';
@@ -34,14 +34,16 @@ export function seedPoll(ctx: ServerContext) {
     const id = clientIdFrom(query);
     const timeout = pollTimeout(single(query, 'timeout'), ctx.config.pollTimeoutMs);
     const tokenParam = single(query, 'token');
-    if (ctx.tokens && !hasPrefix(id, ctx.config.publicPrefixes)) {
-      const token = bearer(authorization) ?? tokenParam;
-      if (!token) throw new HoldfastError('unauthorized', 'this clientId needs a token: Authorization: Bearer <jwt> or ?token=<jwt>');
-      if (!ctx.tokens.verify(token).allows(id)) throw new HoldfastError('forbidden', `the token does not grant clientId ${JSON.stringify(id)}`);
-    }
-    if (!ctx.broker.isAvailable()) throw new BrokerUnavailableError();
-    const full = ctx.hub.parkedCount + ctx.seed.parkedCount >= ctx.config.maxParked;
-    ctx.seed.begin(new SeedPoll(res, id, Date.now() + timeout), full);
+    const token = bearer(authorization) ?? tokenParam;
+    const park = (): void => {
+      if (!ctx.broker.isAvailable()) throw new BrokerUnavailableError();
+      const full = ctx.hub.parkedCount + ctx.seed.parkedCount >= ctx.config.maxParked;
+      ctx.seed.begin(new SeedPoll(res, id, Date.now() + timeout), full);
+    };
+    // A token seen before is checked now; a new one is verified first (the request is copied).
+    const pending = authorizeSubscriber(ctx.tokens, ctx.config.publicPrefixes, { names: [id], what: 'clientId' }, token);
+    if (pending === undefined) park();
+    else resumeAfter(ctx, res, pending, park);
   };
 }
 
@@ -70,7 +72,7 @@ export function seedPush(ctx: ServerContext) {
 export function seedDisconnect(ctx: ServerContext) {
   return (res: Res, req: HttpRequest): void => {
     const id = clientIdFrom(parseQuery(req.getQuery() ?? ''));
-    if (!ctx.config.seedOpen) checkPublisher(ctx, res, req);
+    if (!ctx.config.seedOpen) ctx.publisher.authorize(req, res);
     res.onAborted(() => {
       res.closed = true;
     });

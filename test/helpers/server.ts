@@ -6,6 +6,7 @@
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type HoldfastServer } from '../../src/server.js';
+import { forgetFrontKey, frontEnv, frontedByNginx, rememberFrontKey, startNginx, withFrontKey } from './nginx.js';
 
 export interface TestServer {
   readonly url: string;
@@ -24,18 +25,26 @@ export const BASE_ENV: Record<string, string> = {
 
 /** Starts a server; the caller closes it in its own after() hook. */
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const { WAIT_READY, ...vars } = env;
+  const { WAIT_READY, VIA, ...given } = env;
+  // HOLDFAST_VIA=nginx: the server is reached through the tested nginx config (VIA=direct opts out).
+  const fronted = frontedByNginx(VIA);
+  const { vars, key } = fronted ? frontEnv(given) : { vars: given, key: undefined };
   const config = loadConfig({ ...BASE_ENV, ...vars });
   const server = await startServer(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
   // WAIT_READY=0: a test that starts the server with its broker down on purpose.
   if (WAIT_READY !== '0') await server.broker.waitReady(10_000);
+  const front = fronted ? await startNginx(server.port) : undefined;
+  const url = front?.url ?? `http://127.0.0.1:${server.port}`;
+  rememberFrontKey(url, key);
   let closed = false;
   const close = async () => {
     if (closed) return;
     closed = true;
     await server.drain();
+    await front?.stop();
+    forgetFrontKey(url);
   };
-  return { url: `http://127.0.0.1:${server.port}`, port: server.port, server, config, close };
+  return { url, port: front?.port ?? server.port, server, config, close };
 }
 
 export interface Answer<T = any> {
@@ -52,6 +61,7 @@ export async function http<T = any>(url: string, init: RequestInit & { json?: un
     body = JSON.stringify(init.json);
     if (!headers.has('content-type')) headers.set('content-type', 'application/json');
   }
+  withFrontKey(url, headers);
   const res = await fetch(url, { ...init, headers, body });
   const type = res.headers.get('content-type') ?? '';
   const raw = Buffer.from(await res.arrayBuffer());
