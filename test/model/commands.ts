@@ -1,0 +1,282 @@
+/**
+ * fast-check commands: each is one step a user of Holdfast could take, generated with its
+ * parameters, shrunk by fast-check, and printed in readable form in a failure's history.
+ * Indices (client, channel, clientId, server) are taken modulo what the run has, so any
+ * shrunk or hand-written list is valid.
+ */
+
+import fc from 'fast-check';
+import * as act from './actions.js';
+import type { BatchItemSpec, BatchSpec, DenyHow, IdemChoice, PollMode, PublishSpec } from './actions.js';
+import type { AnswerFormat, BodyKind } from './driver.js';
+import type { Shape } from './model.js';
+import type { ClientSpec, Run, RunSpec } from './run.js';
+import * as seeds from './seeds.js';
+
+export type Cmd = fc.AsyncCommand<Run, Run>;
+
+const UNIVERSE = 8;
+const client = (m: Run, i: number) => m.clients[i % m.clients.length]!;
+const short = (v: unknown) => JSON.stringify(v).slice(0, 24);
+/** `a a a b` → `a×3 b`. */
+const runs = (xs: string[]) => xs.reduce<[string, number][]>((acc, x) => {
+  const last = acc[acc.length - 1];
+  if (last && last[0] === x) last[1]++;
+  else acc.push([x, 1]);
+  return acc;
+}, []).map(([x, n]) => (n > 1 ? `${x}×${n}` : x)).join(' ');
+const seedOutstanding = (m: Run, i: number) => {
+  const id = m.names.seedIds[i % m.names.seedIds.length];
+  return [...m.seedPolls].filter((p) => p.id === id && !p.pending.done).length;
+};
+
+export class PublishCmd implements Cmd {
+  constructor(readonly p: PublishSpec) {}
+  check = () => true;
+  run = (m: Run) => act.publish(m, this.p);
+  toString = () => `publish(ch${this.p.ch} ${this.p.kind} ${this.p.shape}${this.p.idem === 'none' ? '' : ` ${this.p.idem}#${this.p.pick}`}${this.p.server ? ' @s1' : ''} ${short(this.p.content)})`;
+}
+
+export class BatchCmd implements Cmd {
+  constructor(readonly b: BatchSpec) {}
+  check = () => true;
+  run = (m: Run) => act.batch(m, this.b);
+  toString = () => `batch(${this.b.format}${this.b.server ? ' @s1' : ''} [${runs(this.b.items.map((i) => `ch${i.ch}${i.idem === 'none' ? '' : `/${i.idem}`}`))}])`;
+}
+
+export class PollCmd implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly mode: PollMode,
+    readonly max: number | undefined,
+    readonly timeout: 'long' | 'short' | 'clamp',
+    readonly server: number,
+  ) {}
+  check = (m: Readonly<Run>) => client(m as Run, this.client).poll === undefined;
+  run = (m: Run) => act.poll(m, client(m, this.client), this.mode, this.max, this.timeout, this.server);
+  toString = () => `poll(c${this.client} ${this.mode}${this.max === undefined ? '' : ` max=${this.max}`} ${this.timeout}${this.server ? ' @s1' : ''})`;
+}
+
+export class AbortCmd implements Cmd {
+  constructor(readonly client: number) {}
+  check = (m: Readonly<Run>) => client(m as Run, this.client).poll !== undefined;
+  run = async (m: Run) => {
+    m.abortV1(client(m, this.client));
+    await m.settle('after an abort');
+  };
+  toString = () => `abort(c${this.client})`;
+}
+
+export class RaceCmd implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly chPick: number,
+    readonly p: PublishSpec,
+  ) {}
+  check = (m: Readonly<Run>) => client(m as Run, this.client).poll === undefined;
+  run = (m: Run) => act.race(m, client(m, this.client), this.chPick, this.p);
+  toString = () => `race(c${this.client} poll+publish its channel #${this.chPick} ${this.p.kind})`;
+}
+
+export class DeleteCmd implements Cmd {
+  constructor(
+    readonly ch: number,
+    readonly server: number,
+  ) {}
+  check = () => true;
+  run = (m: Run) => act.deleteChannel(m, this.ch, this.server);
+  toString = () => `delete(ch${this.ch}${this.server ? ' @s1' : ''})`;
+}
+
+export class InfoCmd implements Cmd {
+  constructor(
+    readonly ch: number,
+    readonly server: number,
+  ) {}
+  check = () => true;
+  run = (m: Run) => act.channelInfo(m, this.ch, this.server);
+  toString = () => `info(ch${this.ch}${this.server ? ' @s1' : ''})`;
+}
+
+export class DeniedCmd implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly how: DenyHow,
+    readonly extra: number,
+    readonly server: number,
+  ) {}
+  check = () => true;
+  run = (m: Run) => act.deniedPoll(m, client(m, this.client), this.how, this.extra, this.server);
+  toString = () => `denied(c${this.client} ${this.how})`;
+}
+
+export class RewindCmd implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly k: number,
+  ) {}
+  check = (m: Readonly<Run>) => {
+    const c = client(m as Run, this.client);
+    return c.poll === undefined && c.history.length > 0;
+  };
+  run = async (m: Run) => act.rewind(m, client(m, this.client), this.k);
+  toString = () => `rewind(c${this.client} to cursor -${this.k})`;
+}
+
+export class PushCmd implements Cmd {
+  constructor(
+    readonly id: number,
+    readonly content: unknown,
+    readonly server: number,
+  ) {}
+  check = () => true;
+  run = (m: Run) => seeds.push(m, this.id, this.content, this.server);
+  toString = () => `push(id${this.id}${this.server ? ' @s1' : ''} ${short(this.content)})`;
+}
+
+export class SeedPollCmd implements Cmd {
+  constructor(
+    readonly id: number,
+    readonly long: boolean,
+    readonly server: number,
+  ) {}
+  check = (m: Readonly<Run>) => seedOutstanding(m as Run, this.id) < 2;
+  run = (m: Run) => seeds.seedPoll(m, this.id, this.long, this.server);
+  toString = () => `seedPoll(id${this.id} ${this.long ? 'long' : 'short'}${this.server ? ' @s1' : ''})`;
+}
+
+export class DeniedSeedCmd implements Cmd {
+  constructor(
+    readonly id: number,
+    readonly server: number,
+  ) {}
+  check = () => true;
+  run = (m: Run) => seeds.deniedSeedPoll(m, this.id, this.server);
+  toString = () => `deniedSeedPoll(id${this.id})`;
+}
+
+export class DisconnectCmd implements Cmd {
+  constructor(
+    readonly id: number,
+    readonly server: number,
+  ) {}
+  check = () => true;
+  run = (m: Run) => seeds.disconnect(m, this.id, this.server);
+  toString = () => `disconnect(id${this.id}${this.server ? ' @s1' : ''})`;
+}
+
+export class SeedAbortCmd implements Cmd {
+  constructor(readonly id: number) {}
+  check = (m: Readonly<Run>) => seedOutstanding(m as Run, this.id) > 0;
+  run = (m: Run) => seeds.abortSeedPoll(m, this.id);
+  toString = () => `seedAbort(id${this.id})`;
+}
+
+/** Lets the polls with a 1 s timeout time out (a normal answer: empty, cursor still covering). */
+export class WaitTimeoutsCmd implements Cmd {
+  check = (m: Readonly<Run>) => [...(m as Run).v1].some((p) => !p.view.long && !p.pending.done);
+  run = (m: Run) => m.awaitShortPolls();
+  toString = () => 'waitForTimeouts()';
+}
+
+// ---- arbitraries ---------------------------------------------------------------------
+
+const leaf = fc.oneof(
+  fc.string({ maxLength: 10 }),
+  fc.string({ unit: 'grapheme', maxLength: 4 }),
+  fc.integer({ min: -1_000_000, max: 1_000_000 }),
+  fc.constantFrom(0.5, -2.25, 1e-7, 123456.789, 2 ** 40),
+  fc.boolean(),
+  fc.constant(null),
+);
+export const contentArb: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 3, arbitrary: leaf },
+  { weight: 1, arbitrary: fc.array(leaf, { maxLength: 3 }) },
+  { weight: 1, arbitrary: fc.dictionary(fc.string({ maxLength: 5 }), leaf, { maxKeys: 3, noNullPrototype: true }) },
+);
+
+const ch = fc.nat({ max: UNIVERSE - 1 });
+/** Single-channel clients lean on the slot group {0, 6, 7}: channels at the same seq and epoch. */
+const leaningCh = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(0, 6, 7) }, { weight: 2, arbitrary: ch });
+const server = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.constant(1) });
+const shape = fc.constantFrom<Shape>('object', 'string', 'array', 'number');
+const idem = fc.constantFrom<IdemChoice>('none', 'none', 'none', 'none', 'new', 'retry', 'cross');
+const pick = fc.nat({ max: 15 });
+
+const clientArb: fc.Arbitrary<ClientSpec> = fc.record({
+  channels: fc.oneof({ weight: 5, arbitrary: leaningCh.map((c) => [c]) }, { weight: 4, arbitrary: fc.uniqueArray(ch, { minLength: 2, maxLength: 4 }) }),
+  format: fc.constantFrom<AnswerFormat>('json', 'json', 'json', 'msgpack'),
+  token: fc.constantFrom<'exact' | 'pattern'>('exact', 'exact', 'pattern'),
+  tokenInQuery: fc.boolean(),
+});
+
+export const runSpecArb: fc.Arbitrary<RunSpec> = fc.record({ clients: fc.array(clientArb, { minLength: 2, maxLength: 5 }) });
+
+export const publishArb: fc.Arbitrary<PublishSpec> = fc.record({
+  ch,
+  kind: fc.constantFrom<BodyKind>('json', 'json', 'text', 'msgpack'),
+  shape,
+  content: contentArb,
+  idem,
+  pick,
+  server,
+});
+
+const itemArb: fc.Arbitrary<BatchItemSpec> = fc.record({
+  ch,
+  shape,
+  content: contentArb,
+  idem: fc.constantFrom<IdemChoice | 'repeat'>('none', 'none', 'none', 'new', 'retry', 'repeat'),
+  pick,
+});
+/** One item per channel: channels that stood at the same seq are woken in one flush. */
+const fanoutArb = fc
+  .record({
+    chans: fc.oneof(fc.constantFrom<number[]>([0, 6, 7], [0, 1, 2], [3, 0], [6, 7]), fc.uniqueArray(ch, { minLength: 2, maxLength: 5 })),
+    shape,
+    content: contentArb,
+  })
+  .map(({ chans, shape, content }) => chans.map((c): BatchItemSpec => ({ ch: c, shape, content, idem: 'none', pick: 0 })));
+/** Many messages to one channel at once: histories overflow (trimming gaps) and answers fill `max`. */
+const burstArb = fc
+  .record({ ch, count: fc.integer({ min: 5, max: 30 }), shape, content: contentArb })
+  .map(({ ch, count, shape, content }) => Array.from({ length: count }, (): BatchItemSpec => ({ ch, shape, content, idem: 'none', pick: 0 })));
+const batchArb: fc.Arbitrary<BatchSpec> = fc.record({
+  items: fc.oneof({ weight: 3, arbitrary: fc.array(itemArb, { minLength: 1, maxLength: 5 }) }, { weight: 3, arbitrary: fanoutArb }, { weight: 1, arbitrary: burstArb }),
+  format: fc.constantFrom<'json' | 'msgpack'>('json', 'json', 'msgpack'),
+  server,
+});
+
+const clientIx = fc.nat({ max: 4 });
+const seedIx = fc.nat({ max: 1 });
+
+export const commandArbs: fc.Arbitrary<Cmd>[] = [
+  fc.oneof(
+    { weight: 20, arbitrary: publishArb.map((p) => new PublishCmd(p)) },
+    { weight: 12, arbitrary: batchArb.map((b) => new BatchCmd(b)) },
+    {
+      weight: 28,
+      arbitrary: fc
+        .tuple(
+          clientIx,
+          fc.constantFrom<PollMode>('cursor', 'cursor', 'cursor', 'cursor', 'now', 'earliest'),
+          fc.option(fc.constantFrom(1, 2, 3, 5), { freq: 4, nil: undefined }),
+          fc.constantFrom<'long' | 'short' | 'clamp'>('long', 'long', 'long', 'long', 'long', 'short', 'clamp'),
+          server,
+        )
+        .map(([c, mode, max, timeout, s]) => new PollCmd(c, mode, max, timeout, s)),
+    },
+    { weight: 5, arbitrary: clientIx.map((c) => new AbortCmd(c)) },
+    { weight: 4, arbitrary: fc.tuple(clientIx, fc.nat({ max: 3 }), publishArb).map(([c, k, p]) => new RaceCmd(c, k, p)) },
+    { weight: 2, arbitrary: fc.tuple(ch, server).map(([c, s]) => new DeleteCmd(c, s)) },
+    { weight: 2, arbitrary: fc.tuple(ch, server).map(([c, s]) => new InfoCmd(c, s)) },
+    { weight: 2, arbitrary: fc.tuple(clientIx, fc.constantFrom<DenyHow>('ungranted', 'ungranted', 'missing', 'forged'), ch, server).map(([c, h, e, s]) => new DeniedCmd(c, h, e, s)) },
+    { weight: 2, arbitrary: fc.tuple(clientIx, fc.nat({ max: 3 })).map(([c, k]) => new RewindCmd(c, k)) },
+    { weight: 5, arbitrary: fc.tuple(seedIx, contentArb, server).map(([i, v, s]) => new PushCmd(i, v, s)) },
+    { weight: 5, arbitrary: fc.tuple(seedIx, fc.constantFrom(true, true, true, false), server).map(([i, l, s]) => new SeedPollCmd(i, l, s)) },
+    { weight: 1, arbitrary: fc.tuple(seedIx, server).map(([i, s]) => new DeniedSeedCmd(i, s)) },
+    { weight: 1, arbitrary: fc.tuple(seedIx, server).map(([i, s]) => new DisconnectCmd(i, s)) },
+    { weight: 2, arbitrary: seedIx.map((i) => new SeedAbortCmd(i)) },
+    { weight: 1, arbitrary: fc.constant(null).map(() => new WaitTimeoutsCmd()) },
+  ),
+];
