@@ -37,7 +37,9 @@ eachProfile((profile, env) => {
     describe(`load isolation [${profile.name}] ${variant}`, () => {
       let s: TestServer;
       before(async () => {
-        s = await startTestServer({ ...env(), ...(tokens ? { LP_JWT_SECRET: SECRET } : {}) });
+        // Direct, never through a test proxy: this measures the delivery core, and its clients
+        // and publisher speak plain HTTP to the server (no proxy keys).
+        s = await startTestServer({ ...env(), ...(tokens ? { LP_JWT_SECRET: SECRET } : {}), VIA: 'direct' });
       });
       after(() => s?.close());
 
