@@ -9,8 +9,11 @@
  */
 
 import { availableParallelism } from 'node:os';
+import { pino, type Logger } from 'pino';
 import { ConfigError, configHelp, loadConfig, type Config } from './config.js';
+import { WORKER_ENV } from './metrics.js';
 import { startServer } from './server.js';
+import { runStartupChecks } from './startup-checks.js';
 
 const USAGE = `holdfast — long-polling server (uWebSockets.js; in-memory broker, or Redis to scale out)
 
@@ -20,12 +23,33 @@ Usage: holdfast [--procs N|auto] [--help] [--version]
   --help           this text
   --version        print the version
 
+Under a process supervisor (systemd, Docker, Kubernetes), run this command itself (npx holdfast,
+or node dist/cli.js), not npm start: then SIGTERM reaches the server, which drains and exits 0.
+Logs are JSON lines (pino) on stdout.
+
 Configuration (environment variables):
 ${configHelp()}
 
 API: GET /v1/poll, POST /v1/publish[/<channel>], GET|DELETE /v1/channels/<channel>,
-     GET /poll, POST /push, DELETE /disconnect, GET /healthz /readyz /metrics (see README).
+     GET /poll, POST /push, DELETE /disconnect, GET /healthz /readyz /metrics,
+     GET /v1/openapi.json (the API as an OpenAPI 3.1 document; see README).
 `;
+
+/** The worker slot when this process is one of `--procs N` (set by the supervisor). */
+const workerSlot = process.env[WORKER_ENV];
+
+/** Every line this process writes is a pino JSON line, from its first to its last. */
+function logger(level: string, role: Record<string, unknown> = {}): Logger {
+  return pino({ level, base: { pid: process.pid, ...role } });
+}
+
+let log = logger('info', workerSlot !== undefined ? { worker: Number(workerSlot) } : {});
+
+/** Logs a fatal start-up error and exits with `code` (2: bad configuration or arguments). */
+function die(code: number, msg: string, fields: Record<string, unknown> = {}): never {
+  log.fatal(fields, msg);
+  process.exit(code);
+}
 
 function parseArgs(argv: string[]): { procs?: string; help: boolean; version: boolean } {
   const out: { procs?: string; help: boolean; version: boolean } = { help: false, version: false };
@@ -58,34 +82,41 @@ async function main(): Promise<void> {
     config = loadConfig(env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`holdfast: ${err.message}\n`);
-      process.exit(2);
+      // The message starts with the variable (`LP_MAX_PARKED="lots" is not valid: …`).
+      const variable = /^([A-Z][A-Z0-9_]*)=/.exec(err.message)?.[1];
+      die(2, err.message, variable ? { variable } : {});
     }
     throw err;
   }
 
   const procs = config.procs === 'auto' ? availableParallelism() : config.procs;
+  if (workerSlot === undefined) {
+    // Checked once, by the process the operator started (workers share its environment).
+    log = logger(config.logLevel, procs > 1 ? { role: 'supervisor' } : {});
+    runStartupChecks(process.env, config, log);
+  } else {
+    log = logger(config.logLevel, { worker: Number(workerSlot) });
+  }
   if (procs > 1) {
     if (!config.redisUrl && config.redisClusterNodes.length === 0) {
-      process.stderr.write(`holdfast: --procs ${procs} needs REDIS_URL or REDIS_CLUSTER_NODES: the in-memory broker lives in one process, so several processes would not see each other's messages\n`);
-      process.exit(2);
+      die(2, `--procs ${procs} needs REDIS_URL or REDIS_CLUSTER_NODES: the in-memory broker lives in one process, so several processes would not see each other's messages`, { variable: 'LP_PROCS' });
     }
     const { supervise } = await import('./supervisor.js');
-    return supervise(procs, config);
+    return supervise(procs, config, log);
   }
 
-  const server = await startServer(config);
+  const server = await startServer(config, { logger: log });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    server.context.log.info({ signal }, 'draining');
+    log.info({ signal }, 'draining');
     // Exit 0 at the deadline even if the drain is not finished.
     setTimeout(() => process.exit(0), config.drainMs).unref();
     server.drain().then(
       () => process.exit(0),
       (err) => {
-        server.context.log.error({ err }, 'drain failed');
+        log.error({ err }, 'drain failed');
         process.exit(0);
       },
     );
@@ -94,7 +125,4 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main().catch((err) => {
-  process.stderr.write(`holdfast: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+main().catch((err) => die(1, err instanceof Error ? err.message : String(err), { err }));

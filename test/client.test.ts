@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { signToken } from '../src/auth/jwt.js';
-import { type Clock, type PollMessage, type Status, backoffDelay, publish as clientPublish, publishBatch, subscribe } from '../src/client/index.js';
+import { type Clock, type PollMessage, type Status, PROBE_HOLD_MS, backoffDelay, publish as clientPublish, publishBatch, subscribe } from '../src/client/index.js';
 import { freePort } from './helpers/redis.js';
 import { type TestServer, poll, publish, startTestServer, until } from './helpers/server.js';
 
@@ -182,6 +182,60 @@ describe('holdfast/client', () => {
     assert.equal(sub.status, 'stopped');
     assert.equal(clock.pending, 0, 'no timer left');
     await until(() => s.server.context.hub.registry.countOn('k-a') === 0, 'server saw the abort');
+  });
+
+  it('onStatus says connecting at once and connected within a short first poll on a quiet channel', async () => {
+    const clock = new FakeClock();
+    const statuses: Status[] = [];
+    const asked: number[] = [];
+    const recording: typeof fetch = (input, init) => {
+      asked.push(Number(new URL(String(input)).searchParams.get('timeout')));
+      return fetch(input, init);
+    };
+    const got: unknown[] = [];
+    const sub = subscribe({ url: s.url, channels: ['st-quiet'], holdMs: 30_000, clock, fetch: recording, onMessage: (m) => got.push(m.data), onStatus: (st) => statuses.push(st) });
+    assert.deepEqual(statuses, [], 'nothing is said before subscribe() returns');
+    await Promise.resolve();
+    assert.deepEqual(statuses, ['connecting'], 'connecting at once, before any request');
+    assert.equal(asked.length, 0);
+    const t0 = Date.now();
+    await drive(clock, () => statuses.includes('connected'), 'connected');
+    const took = Date.now() - t0;
+    // The channel is quiet: only a short first poll can be answered this soon (the hold is 30 s).
+    assert.ok(took < 5000, `connected after ${took} ms`);
+    assert.deepEqual(asked, [PROBE_HOLD_MS], 'the first poll asks for the shortest hold');
+    await drive(clock, () => asked.length === 2, 'next poll sent');
+    assert.equal(asked[1], 30_000, 'once connected, polls hold for holdMs');
+    await until(() => s.server.context.hub.registry.countOn('st-quiet') === 1, 'parked for the long hold');
+    await publish(s.url, 'st-quiet', 'hello');
+    await drive(clock, () => got.length === 1, 'delivered through the long poll');
+    sub.stop();
+    assert.deepEqual(statuses, ['connecting', 'connected', 'stopped']);
+  });
+
+  it('after a failure: reconnecting, then connected again after a short poll', async () => {
+    const clock = new FakeClock();
+    const statuses: Status[] = [];
+    const asked: number[] = [];
+    let failNext = false;
+    const flaky: typeof fetch = async (input, init) => {
+      asked.push(Number(new URL(String(input)).searchParams.get('timeout')));
+      if (failNext) {
+        failNext = false;
+        throw new TypeError('fetch failed');
+      }
+      return fetch(input, init);
+    };
+    const sub = subscribe({ url: s.url, channels: ['st-flaky'], holdMs: 20_000, clock, fetch: flaky, onMessage: () => undefined, onError: () => undefined, onStatus: (st) => statuses.push(st) });
+    await drive(clock, () => statuses.includes('connected'), 'connected');
+    await drive(clock, () => s.server.context.hub.registry.countOn('st-flaky') === 1 && asked.length === 2, 'parked for the long hold');
+    failNext = true;
+    sub.setChannels(['st-flaky']); // the next request (the one that fails) goes out now
+    await drive(clock, () => statuses.includes('reconnecting'), 'reconnecting');
+    await drive(clock, () => statuses.lastIndexOf('connected') > statuses.indexOf('reconnecting'), 'connected again');
+    sub.stop();
+    assert.deepEqual(statuses, ['connecting', 'connected', 'reconnecting', 'connected', 'stopped']);
+    assert.deepEqual(asked.slice(-2), [20_000, PROBE_HOLD_MS], 'the poll after the failure is a short one');
   });
 
   it('publish() and publishBatch() for Node backends, with idempotency keys', async () => {

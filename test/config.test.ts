@@ -2,6 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.js';
 
@@ -89,9 +90,30 @@ describe('config', () => {
   });
 });
 
+/** Parses pino JSON lines; with `every`, fails on any line that is not JSON (one log format). */
+function logLines(text: string, every = true): Record<string, any>[] {
+  const out: Record<string, any>[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      out.push(JSON.parse(line));
+    } catch {
+      if (every) assert.fail(`a log line that is not JSON: ${line}`);
+    }
+  }
+  return out;
+}
+
 describe('holdfast CLI', () => {
   const cli = (args: string[], env: Record<string, string> = {}) =>
     spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 });
+  /** The one fatal line of a start-up that failed: JSON on stdout, nothing on stderr. */
+  const fatal = (r: ReturnType<typeof cli>, every = true) => {
+    const fatals = logLines(r.stdout, every).filter((l) => l.level === 60);
+    assert.equal(fatals.length, 1, r.stdout);
+    assert.equal(r.stderr, '');
+    return fatals[0]!;
+  };
 
   it('--help lists every variable with its default and unit', () => {
     const r = cli(['--help']);
@@ -101,27 +123,36 @@ describe('holdfast CLI', () => {
     assert.match(r.stdout, /--procs/);
   });
 
-  it('a bad variable exits 2 naming it', () => {
+  it('a bad variable exits 2 naming it, in a JSON log line like every other', () => {
     const r = cli([], { LP_MAX_PARKED: 'lots' });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /LP_MAX_PARKED="lots" is not valid/);
+    const line = fatal(r);
+    assert.equal(line.variable, 'LP_MAX_PARKED');
+    assert.match(line.msg, /LP_MAX_PARKED="lots" is not valid: an integer from 1 to/);
   });
 
   it('--procs 2 on the memory broker exits 2 with the reason', () => {
     const r = cli(['--procs', '2'], { REDIS_URL: '', REDIS_CLUSTER_NODES: '' });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /needs REDIS_URL or REDIS_CLUSTER_NODES/);
+    assert.match(fatal(r).msg, /needs REDIS_URL or REDIS_CLUSTER_NODES/);
   });
 
   it('refuses to run on the uWS JavaScript fallback, saying why', () => {
     const r = cli([], { UWS_USE_FALLBACK: '1', PORT: '0' });
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /native binary did not load.*refuses to run on the slow JavaScript fallback/s);
+    // uWS prints its own plain-text notice about the fallback before Holdfast's fatal line.
+    assert.match(fatal(r, false).msg, /native binary did not load.*refuses to run on the slow JavaScript fallback/s);
   });
 
   it('an unknown argument exits 2', () => {
     const r = cli(['--frobnicate']);
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /unknown argument/);
+    assert.match(fatal(r).msg, /unknown argument "--frobnicate"/);
+  });
+
+  it('--version prints the package version', () => {
+    const r = cli(['--version']);
+    assert.equal(r.status, 0);
+    assert.equal(r.stdout.trim(), JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version);
   });
 });

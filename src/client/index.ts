@@ -13,7 +13,10 @@
  *   with full jitter on errors, so a fleet of clients does not reconnect in one wave;
  * - it calls `getToken()` again on 401;
  * - its own timeout is a little longer than the server's hold, so a connection that died
- *   silently behind a proxy is noticed.
+ *   silently behind a proxy is noticed;
+ * - it says `connecting` at once and `connected` within about a second: until the server has
+ *   answered once, it polls with the shortest hold the server allows (a poll's headers come
+ *   with its answer, so a full hold on a quiet channel would say nothing for 30 s).
  */
 
 export interface PollMessage {
@@ -44,6 +47,11 @@ export interface SubscribeOptions {
   /** The server could not give everything after the cursor: resynchronise these channels. */
   onGap?(channels: string[]): void;
   onError?(error: Error): void;
+  /**
+   * `connecting` right after subscribe() (on the next microtask), `connected` once the server
+   * has answered a poll (within about a second: see PROBE_HOLD_MS), `reconnecting` (with the
+   * backoff delay) after a failure, `stopped` after stop().
+   */
   onStatus?(status: Status, detail: { attempt: number; delayMs?: number }): void;
   /** Server-side hold per poll. @default 30000 */
   holdMs?: number;
@@ -80,6 +88,13 @@ export class HoldfastHttpError extends Error {
     super(message);
   }
 }
+
+/**
+ * The hold of a poll sent while not connected (the first one, and the first after a failure):
+ * the server's minimum, so `connected` is reported within about a second even on a quiet
+ * channel. Once connected, polls hold for `holdMs`.
+ */
+export const PROBE_HOLD_MS = 1000;
 
 const realClock: Clock = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
@@ -120,6 +135,10 @@ class Subscriber implements Subscription {
     this.cursor = o.cursor;
     this.channels = [...o.channels];
     this.token = o.token;
+    // Said once the caller has its Subscription (the callback may read it), before any I/O.
+    queueMicrotask(() => {
+      if (!this.stopped && this.status === 'connecting') this.o.onStatus?.('connecting', { attempt: 0 });
+    });
     this.schedule(0);
   }
 
@@ -171,7 +190,7 @@ class Subscriber implements Subscription {
     if (this.stopped) return;
     const generation = this.generation;
     const controller = (this.controller = new AbortController());
-    const hold = this.o.holdMs ?? 30_000;
+    const hold = this.status === 'connected' ? (this.o.holdMs ?? 30_000) : Math.min(PROBE_HOLD_MS, this.o.holdMs ?? 30_000);
     const deadline = this.clock.setTimeout(() => controller.abort(), hold + (this.o.graceMs ?? 10_000));
     this.deadlines.add(deadline);
     try {

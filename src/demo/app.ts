@@ -36,7 +36,9 @@ const escape = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': 
 const sub = subscribe({
   url: location.origin,
   channels: ['demo:chat', 'demo:ticker'],
-  cursor: sessionStorage.getItem('holdfast-demo-cursor') ?? undefined,
+  // This tab's place after a reload; a new tab starts from what the channels retain, so it
+  // shows the conversation so far.
+  cursor: sessionStorage.getItem('holdfast-demo-cursor') ?? 'earliest',
   holdMs: 25_000,
   backoff: { baseMs: 250, capMs: 4000 },
   onMessage(m) {
@@ -74,9 +76,19 @@ $<HTMLFormElement>('send-form').addEventListener('submit', async (e) => {
     headers: { 'content-type': 'application/json', 'idempotency-key': `${name}-${Date.now()}-${Math.random()}` },
     body: JSON.stringify({ from: $<HTMLInputElement>('name').value, text }),
   }).catch(() => undefined);
-  if (res?.ok) input.value = '';
-  else append('not sent: the server is not reachable; try again', 'gap');
+  if (res?.ok) {
+    input.value = '';
+    return;
+  }
+  append(escape(`not sent: ${res ? await refusal(res) : 'the server is not reachable; try again'}`), 'gap refused');
 });
+
+/** The server's own words for a refused publish: `403 forbidden: publishing is loopback-only…`. */
+async function refusal(res: Response): Promise<string> {
+  const body = (await res.json().catch(() => undefined)) as { error?: { code?: string; message?: string } } | undefined;
+  const error = body?.error;
+  return error?.message ? `${res.status} ${error.code ?? ''}: ${error.message}` : `the server answered ${res.status} ${res.statusText}`;
+}
 
 // For tests and curious readers.
 (window as unknown as { holdfast: unknown }).holdfast = sub;

@@ -15,6 +15,7 @@ const FILES: Record<string, [file: string, type: string]> = {
   '/demo/': ['demo/index.html', 'text/html; charset=utf-8'],
   '/demo/index.html': ['demo/index.html', 'text/html; charset=utf-8'],
   '/demo/app.js': ['demo/app.js', 'text/javascript; charset=utf-8'],
+  '/demo/favicon.svg': ['demo/favicon.svg', 'image/svg+xml'],
   '/client/index.js': ['client/index.js', 'text/javascript; charset=utf-8'],
 };
 
@@ -36,7 +37,7 @@ export function registerDemo(app: TemplatedApp, broker: Broker): () => void {
     app.get(path, (res: Res) => {
       const body = load(file);
       if (body) send(res, 200, type, body, { headers: ['Cache-Control', 'no-cache'] });
-      else sendJson(res, 404, { error: { code: 'not_found', message: `${file} is not built: run npm run build` } });
+      else sendJson(res, 404, { error: { code: 'not_found', message: `${file} is not built: run npm run build` } }, { noStore: true });
     });
   }
   app.get('/demo', (res: Res) => {
