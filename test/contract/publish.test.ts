@@ -69,6 +69,57 @@ eachProfile((profile, env) => {
       assert.equal((await http(`${s.url}/v1/channels/${ch}`)).body.lastSeq, 0);
     });
 
+    it('numbers written as floats are accepted at any size; integers only within ±(2^53 - 1)', async () => {
+      const ch = fresh('num');
+      const bodies: [string, unknown][] = [
+        ['6.02e23', 6.02e23],
+        ['1e16', 1e16],
+        ['-1.5E300', -1.5e300],
+        ['1.0', 1],
+        ['9007199254740991', 9007199254740991],
+        ['-9007199254740991', -9007199254740991],
+        ['{"n":1e16,"avogadro":6.02e23,"s":"12345678901234567890","i":[9007199254740991]}', { n: 1e16, avogadro: 6.02e23, s: '12345678901234567890', i: [9007199254740991] }],
+      ];
+      for (const [body] of bodies) {
+        const r = await http(`${s.url}/v1/publish/${ch}`, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+        assert.equal(r.status, 200, `${body}: ${JSON.stringify(r.body)}`);
+      }
+      const batch = await http(`${s.url}/v1/publish`, { method: 'POST', body: `{"messages":[{"ch":"${ch}","data":1e300}]}`, headers: { 'content-type': 'application/json' } });
+      assert.equal(batch.status, 200);
+      const got = await poll(s.url, { ch, cursor: 'earliest' });
+      assert.deepEqual(got.body.messages.map((m) => m.data), [...bodies.map(([, v]) => v), 1e300]);
+    });
+
+    it('MessagePack integers of every wire width are accepted when the value is within 2^53', async () => {
+      const ch = fresh('mp');
+      const u64 = (n: bigint) => Buffer.concat([Buffer.from([0xcf]), Buffer.from(n.toString(16).padStart(16, '0'), 'hex')]);
+      const i64 = (n: bigint) => {
+        const b = Buffer.alloc(9);
+        b[0] = 0xd3;
+        b.writeBigInt64BE(n, 1);
+        return b;
+      };
+      const bodies: [Buffer, unknown][] = [
+        [u64(635829306n), 635829306],
+        [i64(-5n), -5],
+        [u64(0n), 0],
+        [u64(2n ** 53n - 1n), 9007199254740991],
+        [i64(-(2n ** 53n - 1n)), -9007199254740991],
+        [Buffer.from([0xce, 0xff, 0xff, 0xff, 0xff]), 4294967295],
+        // {"n": int64 7, "f": float64 1e16}
+        [Buffer.concat([Buffer.from([0x82, 0xa1, 0x6e]), i64(7n), Buffer.from([0xa1, 0x66, 0xcb]), Buffer.from(new Float64Array([1e16]).buffer).reverse()]), { n: 7, f: 1e16 }],
+      ];
+      for (const [body] of bodies) {
+        const r = await http(`${s.url}/v1/publish/${ch}`, { method: 'POST', body, headers: { 'content-type': 'application/msgpack' } });
+        assert.equal(r.status, 200, `${body.toString('hex')}: ${JSON.stringify(r.body)}`);
+      }
+      const beyond = await http(`${s.url}/v1/publish/${ch}`, { method: 'POST', body: u64(2n ** 53n), headers: { 'content-type': 'application/msgpack' } });
+      assert.equal(beyond.status, 400);
+      assert.match(beyond.body.error.message, /9007199254740992 is beyond 2\^53/);
+      const got = await poll(s.url, { ch, cursor: 'earliest' });
+      assert.deepEqual(got.body.messages.map((m) => m.data), bodies.map(([, v]) => v));
+    });
+
     it('Idempotency-Key: a retry returns the first result and publishes nothing new', async () => {
       const ch = fresh();
       const key = `k-${n}`;
