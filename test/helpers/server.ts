@@ -6,6 +6,7 @@
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type HoldfastServer } from '../../src/server.js';
+import { assertMatchesOpenApi } from './openapi.js';
 import { forgetFrontKey, frontEnv, frontedByNginx, rememberFrontKey, startNginx, withFrontKey } from './nginx.js';
 
 export interface TestServer {
@@ -53,8 +54,12 @@ export interface Answer<T = any> {
   body: T;
 }
 
-/** One HTTP request; the body is parsed as JSON when the answer says so. */
-export async function http<T = any>(url: string, init: RequestInit & { json?: unknown } = {}): Promise<Answer<T>> {
+/**
+ * One HTTP request; the body is parsed as JSON when the answer says so. Every answer is checked
+ * against the OpenAPI document (test/helpers/openapi.ts); `openapi: false` skips that for a
+ * test that talks to something else on purpose.
+ */
+export async function http<T = any>(url: string, init: RequestInit & { json?: unknown; openapi?: false } = {}): Promise<Answer<T>> {
   const headers = new Headers(init.headers);
   let body = init.body;
   if (init.json !== undefined) {
@@ -65,6 +70,7 @@ export async function http<T = any>(url: string, init: RequestInit & { json?: un
   const res = await fetch(url, { ...init, headers, body });
   const type = res.headers.get('content-type') ?? '';
   const raw = Buffer.from(await res.arrayBuffer());
+  if (init.openapi !== false) assertMatchesOpenApi({ method: init.method ?? 'GET', url, status: res.status, headers: res.headers, body: raw });
   let parsed: unknown = raw;
   if (type.startsWith('application/json')) parsed = JSON.parse(raw.toString('utf8'));
   return { status: res.status, headers: res.headers, body: parsed as T };
