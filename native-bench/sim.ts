@@ -16,6 +16,7 @@ import { loadConfig } from '../src/config.js';
 import { Metrics } from '../src/metrics.js';
 import { PollHub } from '../src/poll/hub.js';
 import { Poll } from '../src/poll/poll.js';
+import { longPollTransport } from '../src/http/poll-transport.js';
 
 if (!global.gc) {
   console.error('run with node --expose-gc (npm run bench:sim does)');
@@ -63,6 +64,7 @@ for (const n of sizes.length ? sizes : [10_000, 100_000, 1_000_000]) {
   hub = new PollHub(broker, config, metrics, (err) => {
     throw err;
   }, () => now);
+  const transport = longPollTransport(config);
   broker.setEvents({ messages: (ch, m) => hub.onMessages(ch, m), reset: () => {}, resync: () => {}, queueReady: () => {}, queueDisconnected: () => {} });
   const names = Array.from({ length: n }, (_, i) => `inbox:${i}`);
   const responses = Array.from({ length: n }, () => new StandInResponse());
@@ -71,7 +73,7 @@ for (const n of sizes.length ? sizes : [10_000, 100_000, 1_000_000]) {
   const heap0 = process.memoryUsage().heapUsed;
   let t = performance.now();
   for (let i = 0; i < n; i++) {
-    hub.begin(new Poll(responses[i] as never, [names[i]!], 100, 'json', now + 60_000), ['now']);
+    hub.begin(new Poll(transport, responses[i] as never, [names[i]!], 100, 'json', now + 60_000), ['now']);
   }
   await new Promise((r) => setImmediate(r)); // let every first read settle
   const parkNs = ((performance.now() - t) * 1e6) / n;

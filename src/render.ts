@@ -1,31 +1,49 @@
 /**
- * Answer bodies. Poll answers are assembled from per-message fragments that were rendered
- * once (see Message), so a body costs one concatenation, whatever the payloads.
+ * Answer bodies. Answers are assembled from per-message fragments that were rendered once
+ * (see Message), so a body costs one concatenation, whatever the payloads.
+ *
+ *   json     {"messages":[…],"cursor":"…","gap":false}\n      a poll answer, a WebSocket text frame
+ *   msgpack  the same map in MessagePack                      a poll answer, a WebSocket binary frame
+ *   sse      [event: gap / id / data] then, per message,      Server-Sent Events
+ *            "id: <cursor just after it>\ndata: {"ch","seq","data"}\n\n"
  */
 
 import { pack } from 'msgpackr';
+import { type Position, encodeCursor } from './cursor.js';
 import type { Message } from './message.js';
 
-export type AnswerFormat = 'json' | 'msgpack';
+export type AnswerFormat = 'json' | 'msgpack' | 'sse';
 
-export interface PollAnswer {
-  messages: readonly Message[];
-  cursor: string;
-  gapChannels: readonly string[] | undefined;
-  retryMs: number | undefined;
+export interface Answer {
+  /** The waiter's channels, in the order of the positions. */
+  readonly channels: readonly string[];
+  /** Where each channel stood before `messages` (after the gap, if any): SSE ids start here. */
+  readonly before: readonly Position[];
+  readonly messages: readonly Message[];
+  /** Where each channel stands after `messages`: the answer's cursor. */
+  readonly after: readonly Position[];
+  readonly gapChannels: readonly string[] | undefined;
+  readonly retryMs: number | undefined;
 }
 
-export function renderPoll(answer: PollAnswer, format: AnswerFormat): Buffer {
-  return format === 'json' ? renderPollJson(answer) : renderPollMsgpack(answer);
+export function renderAnswer(answer: Answer, format: AnswerFormat): Buffer {
+  switch (format) {
+    case 'json':
+      return renderJson(answer);
+    case 'msgpack':
+      return renderMsgpack(answer);
+    case 'sse':
+      return renderSse(answer);
+  }
 }
 
-function renderPollJson(a: PollAnswer): Buffer {
+function renderJson(a: Answer): Buffer {
   let s = '{"messages":[';
   for (let i = 0; i < a.messages.length; i++) {
     if (i > 0) s += ',';
     s += a.messages[i]!.jsonFragment();
   }
-  s += '],"cursor":"' + a.cursor + '","gap":';
+  s += '],"cursor":"' + encodeCursor(a.channels, a.after) + '","gap":';
   s += a.gapChannels ? 'true,"gapChannels":' + JSON.stringify(a.gapChannels) : 'false';
   if (a.retryMs !== undefined) s += ',"retryMs":' + a.retryMs;
   return Buffer.from(s + '}\n');
@@ -49,21 +67,38 @@ function arrayHeader(n: number): Buffer {
 }
 
 /** The same structure as the JSON answer, spliced from pre-encoded message fragments. */
-function renderPollMsgpack(a: PollAnswer): Buffer {
+function renderMsgpack(a: Answer): Buffer {
   const parts: Buffer[] = [];
   let entries = 3;
   if (a.gapChannels) entries++;
   if (a.retryMs !== undefined) entries++;
   parts.push(Buffer.from([0x80 | entries]), KEY_MESSAGES, arrayHeader(a.messages.length));
   for (const m of a.messages) parts.push(m.msgpackFragment());
-  parts.push(KEY_CURSOR, pack(a.cursor), KEY_GAP, a.gapChannels ? TRUE : FALSE);
+  parts.push(KEY_CURSOR, pack(encodeCursor(a.channels, a.after)), KEY_GAP, a.gapChannels ? TRUE : FALSE);
   if (a.gapChannels) parts.push(KEY_GAP_CHANNELS, pack(a.gapChannels));
   if (a.retryMs !== undefined) parts.push(KEY_RETRY, pack(a.retryMs));
   return Buffer.concat(parts);
 }
 
-export const SEED_TIMEOUT_BODY = Buffer.from('{"status":"timeout"}');
+/**
+ * SSE events: a gap event first (its id: the cursor the retained messages follow), then one
+ * event per message whose id is the cursor just after it, so a reconnecting EventSource
+ * (Last-Event-ID) resumes exactly after the last event it got.
+ */
+function renderSse(a: Answer): Buffer {
+  let s = '';
+  if (a.gapChannels) s += `event: gap\nid: ${encodeCursor(a.channels, a.before)}\ndata: {"gapChannels":${JSON.stringify(a.gapChannels)}}\n\n`;
+  const positions = a.before.slice();
+  for (const m of a.messages) {
+    const i = a.channels.length === 1 ? 0 : a.channels.indexOf(m.ch);
+    positions[i] = { epoch: m.epoch, seq: m.seq, fp: m.fp };
+    s += `id: ${encodeCursor(a.channels, positions)}\ndata: ${m.jsonFragment()}\n\n`;
+  }
+  return Buffer.from(s);
+}
+
+export const SEED_TIMEOUT_BODY = Buffer.from('{"status":"timeout"}\n');
 
 export function renderSeedMessage(json: string): Buffer {
-  return Buffer.from('{"data":' + json + '}');
+  return Buffer.from('{"data":' + json + '}\n');
 }

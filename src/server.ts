@@ -13,7 +13,6 @@ import type { Broker, BrokerEvents } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import type { Config } from './config.js';
 import type { ServerContext } from './http/context.js';
-import { pollWriter } from './http/poll.js';
 import { registerRoutes } from './http/routes.js';
 import { seedWriter } from './http/seed.js';
 import { Metrics } from './metrics.js';
@@ -59,7 +58,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     readingPolls: () => hub.registry.size - hub.parkedCount,
     decodeQueueDepth: () => (broker as { decodeQueueDepth?: () => number }).decodeQueueDepth?.() ?? 0,
   });
-  hub = new PollHub(broker, config, metrics, pollWriter(config), onBug);
+  hub = new PollHub(broker, config, metrics, onBug);
   seed = new SeedHub(broker, metrics, seedWriter, onBug);
 
   let idle: (() => void) | undefined;

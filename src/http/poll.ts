@@ -11,9 +11,8 @@ import { authorizeSubscriber } from '../auth/subscribers.js';
 import type { HttpRequest } from '../uws.js';
 import { type ServerContext, resumeAfter } from './context.js';
 import { intParam, parseQuery, single } from './request.js';
-import type { AnswerWriter } from '../poll/hub.js';
-import { JSON_TYPE, MSGPACK_TYPE, type Res, type SendOptions, send, sendError } from '../respond.js';
-import type { Config } from '../config.js';
+import type { Res } from '../respond.js';
+import { longPollTransport } from './poll-transport.js';
 
 export const MIN_TIMEOUT_MS = 1000;
 export const MAX_TIMEOUT_MS = 120_000;
@@ -32,6 +31,7 @@ export function answerFormat(accept: string): AnswerFormat {
 
 export function pollHandler(ctx: ServerContext) {
   const { config } = ctx;
+  const transport = longPollTransport(config);
   return (res: Res, req: HttpRequest): void => {
     const query = parseQuery(req.getQuery() ?? '');
     const authorization = req.getHeader('authorization');
@@ -57,7 +57,12 @@ export function pollHandler(ctx: ServerContext) {
     const park = (): void => {
       const positions = cursor === 'earliest' || cursor === undefined ? undefined : cursor.positionsFor(channels);
       const from: ReadFrom[] = channels.map((_, i) => (cursor === 'earliest' ? 'earliest' : (positions?.[i] ?? 'now')));
-      ctx.hub.begin(new Poll(res, channels, max, format, Date.now() + timeout), from);
+      const poll = new Poll(transport, res, channels, max, format, Date.now() + timeout);
+      res.onAborted(() => {
+        res.closed = true;
+        ctx.hub.abort(poll);
+      });
+      ctx.hub.begin(poll, from);
     };
 
     // 2. Subscriber auth: only non-public channels need a token. A token seen before is a Map
@@ -67,16 +72,5 @@ export function pollHandler(ctx: ServerContext) {
     const pending = authorizeSubscriber(ctx.tokens, config.publicPrefixes, { names: channels, what: 'channel' }, token);
     if (pending === undefined) park();
     else resumeAfter(ctx, res, pending, park);
-  };
-}
-
-/** How the poll hub writes its answers: no-store JSON or MessagePack, with the slow-reader limit. */
-export function pollWriter(config: Pick<Config, 'maxBackpressure'>): AnswerWriter {
-  const options: SendOptions = { noStore: true, maxBackpressure: config.maxBackpressure };
-  return {
-    answer: (res, body, format) => send(res, 200, format === 'json' ? JSON_TYPE : MSGPACK_TYPE, body, options),
-    reject: (res, err) => {
-      sendError(res, err);
-    },
   };
 }

@@ -1,41 +1,35 @@
 /**
- * The delivery engine for /v1/poll: resolves a poll's cursor against the broker, parks it,
- * and answers it when a message arrives, its deadline passes, or the server drains.
+ * The delivery engine for every transport (long poll, SSE, WebSocket): resolves a waiter's
+ * cursor against the broker, parks it, and delivers when a message arrives, its deadline
+ * passes, or the server drains. A poll is answered once; a stream is re-armed at its new
+ * position after each delivery.
  *
  * Wakes are batched: broker notifications are queued and delivered on the next loop turn
  * (setImmediate), never inside the publisher's request callback, because a cork from inside
  * another socket's callback is a no-op in uWS (packages.md: 8–9× slower).
  *
- * Fan-out: single-channel polls parked at one position of one channel form a PositionGroup in
- * that channel's spool (see PollRegistry). A wake renders the group's answer once per
+ * Fan-out: single-channel waiters parked at one position of one channel form a PositionGroup
+ * in that channel's spool (see PollRegistry). A wake renders the group's answer once per
  * (format, max), in a cache that is a local of that one group's wake: it cannot serve another
- * channel or another position. Multi-channel polls are answered one by one.
+ * channel or another position. Multi-channel waiters are answered one by one.
  *
- * Every state change goes through setState(), against the table in poll.ts.
+ * Every state change goes through setState(), against the table in waiter.ts.
  */
 
 import type { Broker, ReadFrom, ReadResult } from '../broker/broker.js';
 import type { Config } from '../config.js';
-import { encodeCursor, type Position } from '../cursor.js';
+import type { Position } from '../cursor.js';
 import { BrokerUnavailableError, HoldfastError } from '../errors.js';
 import type { Message } from '../message.js';
 import type { AnswerReason, Metrics } from '../metrics.js';
 import { hasPrefix } from '../names.js';
-import { type AnswerFormat, renderPoll } from '../render.js';
-import { type Res, Sent, jitter } from '../respond.js';
+import { type AnswerFormat, renderAnswer } from '../render.js';
+import { Sent, jitter } from '../respond.js';
 import { TimerWheel } from '../timer-wheel.js';
-import { Poll, PollState, canMove, stateName } from './poll.js';
 import { type ChannelSpool, type PositionGroup, PollRegistry } from './registry.js';
+import { type Waiter, WaiterState, canMove, stateName } from './waiter.js';
 
 type HubConfig = Pick<Config, 'maxParked' | 'maxBackpressure' | 'writeTimeoutMs' | 'conflatePrefixes'>;
-
-/** How the hub answers: given by the HTTP layer, so the hub imports no HTTP code. */
-export interface AnswerWriter {
-  /** Writes a 200 poll answer (no-store, with the slow-reader limit). */
-  answer(res: Res, body: Buffer, format: AnswerFormat): Sent;
-  /** Writes an error answer (503 while the broker is away, LP_MAX_PARKED reached). */
-  reject(res: Res, err: HoldfastError): void;
-}
 
 /** One rendered answer for the members of a group that share a format and max. */
 interface GroupAnswer {
@@ -44,11 +38,13 @@ interface GroupAnswer {
   body: Buffer;
   messages: Message[];
   positions: readonly Position[];
+  /** Notified messages were left out (max, body budget): a stream reads on at once. */
+  more: boolean;
 }
 
 export class PollHub {
   readonly registry: PollRegistry;
-  readonly wheel: TimerWheel<Poll>;
+  readonly wheel: TimerWheel<Waiter>;
   private parked = 0;
   private pending = new Map<string, Message[]>();
   private flushScheduled = false;
@@ -61,16 +57,15 @@ export class PollHub {
     private readonly broker: Broker,
     private readonly config: HubConfig,
     private readonly metrics: Metrics,
-    private readonly writer: AnswerWriter,
     private readonly onBug: (err: unknown) => void,
     private readonly now: () => number = Date.now,
   ) {
     this.registry = new PollRegistry(broker);
-    this.wheel = new TimerWheel<Poll>((poll) => this.expire(poll), 100, 4096, now);
+    this.wheel = new TimerWheel<Waiter>((w) => this.expire(w), 100, 4096, now);
     this.bodyBudget = Math.max(1024, config.maxBackpressure >>> 1);
   }
 
-  /** Polls parked (waiting), for the gauge and admission. */
+  /** Waiters parked (waiting), for the gauge and admission. */
   get parkedCount(): number {
     return this.parked;
   }
@@ -80,51 +75,63 @@ export class PollHub {
   }
 
   /**
-   * Takes a new poll: registers interest first, then reads history once the subscriptions are
-   * confirmed (see PollRegistry). The deadline runs from here, so a stuck setup still answers.
+   * Takes a new waiter: registers interest first, then reads history once the subscriptions
+   * are confirmed (see PollRegistry). The deadline runs from here, so a stuck setup still
+   * answers. The caller routes its client's disconnect to abort().
    */
-  begin(poll: Poll, from: readonly ReadFrom[]): void {
+  begin(w: Waiter, from: readonly ReadFrom[]): void {
     if (!this.broker.isAvailable()) throw new BrokerUnavailableError();
-    poll.res.onAborted(() => this.abort(poll));
-    this.wheel.add(poll);
-    const confirmed = this.registry.add(poll);
+    this.wheel.add(w);
+    const confirmed = this.registry.add(w);
     if (!confirmed) {
-      this.resolve(poll, from, true).catch(this.onBug);
+      this.resolve(w, from, true).catch(this.onBug);
       return;
     }
     confirmed.then(() => {
-      if (poll.state === PollState.Setup) return this.resolve(poll, from, true);
+      if (w.state === WaiterState.Setup) return this.resolve(w, from, true);
     }).catch(this.onBug);
+  }
+
+  /** The client went away (or replaced its subscription): the waiter leaves at once. */
+  abort(w: Waiter): void {
+    if (w.state !== WaiterState.Done) this.setState(w, WaiterState.Done);
+  }
+
+  /** A stream's deadline moved (a renewed token): re-files it on the wheel. */
+  setDeadline(w: Waiter, deadline: number): void {
+    w.deadline = deadline;
+    if (w.state === WaiterState.Setup || w.state === WaiterState.Parked) this.wheel.add(w);
   }
 
   // ---- the state machine's one choke point ----
 
   /**
-   * Moves a poll to `to`, and keeps everything that depends on its state in step: the parked
-   * count, its place in the registry, and its deadline on the wheel.
+   * Moves a waiter to `to`, and keeps everything that depends on its state in step: the
+   * parked count, its place in the registry, and its deadline on the wheel.
    */
-  private setState(poll: Poll, to: PollState): void {
-    const from = poll.state;
-    if (!canMove(from, to)) throw new Error(`poll state ${stateName(from)} -> ${stateName(to)} is not allowed`);
-    poll.state = to;
-    if (from === PollState.Parked) this.parked--;
+  private setState(w: Waiter, to: WaiterState): void {
+    const from = w.state;
+    if (!canMove(from, to)) throw new Error(`waiter state ${stateName(from)} -> ${stateName(to)} is not allowed`);
+    w.state = to;
+    if (from === WaiterState.Parked) this.parked--;
     switch (to) {
-      case PollState.Parked:
+      case WaiterState.Parked:
         this.parked++;
-        this.registry.park(poll);
+        if (from === WaiterState.Parked) this.registry.rearm(w);
+        else this.registry.park(w);
         return;
-      case PollState.Setup:
-        this.registry.unpark(poll);
+      case WaiterState.Setup:
+        this.registry.unpark(w);
         return;
-      case PollState.Writing:
-        this.registry.remove(poll);
+      case WaiterState.Writing:
+        this.registry.remove(w);
         // Give the socket LP_WRITE_TIMEOUT_MS to take the answer; the wheel closes it otherwise.
-        poll.deadline = this.now() + this.config.writeTimeoutMs;
-        this.wheel.add(poll);
+        w.deadline = this.now() + this.config.writeTimeoutMs;
+        this.wheel.add(w);
         return;
-      case PollState.Done:
-        if (from !== PollState.Writing) this.registry.remove(poll);
-        this.wheel.remove(poll);
+      case WaiterState.Done:
+        if (from !== WaiterState.Writing) this.registry.remove(w);
+        this.wheel.remove(w);
         return;
     }
   }
@@ -139,14 +146,18 @@ export class PollHub {
     this.scheduleFlush();
   }
 
-  /** A deleted channel: every poll on it re-reads and so sees the new epoch as a gap. */
+  /** A deleted channel: every waiter on it re-reads and so sees the new epoch as a gap. */
   onReset(ch: string): void {
-    for (const poll of this.registry.pollsOn(ch)) this.reread(poll);
+    const spool = this.registry.spool(ch);
+    if (!spool) return;
+    spool.wakes++;
+    for (const w of this.registry.waitersOn(ch)) this.reread(w);
   }
 
-  /** Notifications may have been lost: every waiting poll re-reads its channels. */
+  /** Notifications may have been lost: every waiter re-reads its channels. */
   onResync(): void {
-    for (const poll of this.registry.all()) this.reread(poll);
+    this.registry.wakeAll();
+    for (const w of this.registry.all()) this.reread(w);
   }
 
   private scheduleFlush(): void {
@@ -159,18 +170,18 @@ export class PollHub {
     this.flushScheduled = false;
     const pending = this.pending;
     this.pending = new Map();
-    let multi: Set<Poll> | undefined;
+    let multi: Set<Waiter> | undefined;
     for (const [ch, list] of pending) {
       const spool = this.registry.spool(ch);
       if (!spool) continue;
-      for (const poll of spool.reading) poll.dirty = true;
-      if (spool.groups.size > 0) this.wakeGroups(spool, list);
-      for (const poll of spool.multi) (multi ??= new Set()).add(poll);
+      spool.wakes++; // waiters reading history re-read before they park
+      if (spool.hasGroups) this.wakeGroups(spool, list);
+      if (spool.multi) for (const w of spool.multi) (multi ??= new Set()).add(w);
     }
     if (multi) {
-      for (const poll of multi) {
+      for (const w of multi) {
         try {
-          this.wakeMulti(poll, pending);
+          this.wakeMulti(w, pending);
         } catch (err) {
           this.onBug(err);
         }
@@ -180,11 +191,14 @@ export class PollHub {
 
   /** The fan-out path: each group of one channel's spool is answered from one rendering. */
   private wakeGroups(spool: ChannelSpool, list: readonly Message[]): void {
-    for (const group of spool.groups.values()) {
+    for (const group of spool.groups()) {
       try {
         const fresh = this.contiguous(spool.ch, list, group.position);
         if (fresh === undefined) {
-          for (const poll of group.members) this.reread(poll);
+          for (let w = group.head, next: Waiter | null; w; w = next) {
+            next = w.groupNext;
+            this.reread(w);
+          }
         } else if (fresh.length > 0) {
           this.answerGroup(spool, group, fresh);
         }
@@ -197,42 +211,42 @@ export class PollHub {
   private answerGroup(spool: ChannelSpool, group: PositionGroup, fresh: Message[]): void {
     // Local to this group: the one place a rendered answer is shared.
     const rendered: GroupAnswer[] = [];
-    for (const poll of group.members) {
+    const before = group.positions;
+    // Each member leaves the group as it is answered (a stream joins its new position's).
+    for (let w = group.head, next: Waiter | null; w; w = next) {
+      next = w.groupNext;
       let answer: GroupAnswer | undefined;
-      for (const a of rendered) if (a.format === poll.format && a.max === poll.max) answer = a;
+      for (const a of rendered) if (a.format === w.format && a.max === w.max) answer = a;
       if (!answer) {
-        const messages = this.fit(fresh, poll.max);
+        const messages = this.fit(fresh, w.max);
         const last = messages[messages.length - 1]!;
         const positions = [{ epoch: last.epoch, seq: last.seq, fp: last.fp }];
-        const body = renderPoll({ messages, cursor: encodeCursor(spool.single, positions), gapChannels: undefined, retryMs: undefined }, poll.format);
-        rendered.push((answer = { format: poll.format, max: poll.max, body, messages, positions }));
+        const body = renderAnswer({ channels: spool.single, before, messages, after: positions, gapChannels: undefined, retryMs: undefined }, w.format);
+        rendered.push((answer = { format: w.format, max: w.max, body, messages, positions, more: messages.length < fresh.length }));
       }
-      poll.positions = answer.positions;
-      this.deliver(poll, answer.body, answer.messages, 'messages', true);
+      w.positions = answer.positions;
+      this.deliver(w, answer.body, answer.messages, 'messages', true, answer.more);
     }
   }
 
-  private wakeMulti(poll: Poll, pending: ReadonlyMap<string, readonly Message[]>): void {
-    if (poll.state === PollState.Setup) {
-      poll.dirty = true;
-      return;
-    }
-    if (poll.state !== PollState.Parked) return;
+  private wakeMulti(w: Waiter, pending: ReadonlyMap<string, readonly Message[]>): void {
+    if (w.state !== WaiterState.Parked) return; // reading: its wake stamp moved
     const picked: Message[] = [];
-    const next = poll.positions.slice();
-    for (let i = 0; i < poll.channels.length; i++) {
-      const list = pending.get(poll.channels[i]!);
+    for (let i = 0; i < w.channels.length; i++) {
+      const list = pending.get(w.channels[i]!);
       if (!list) continue;
-      const fresh = this.contiguous(poll.channels[i]!, list, next[i]!);
-      if (fresh === undefined) return this.reread(poll);
+      const fresh = this.contiguous(w.channels[i]!, list, w.positions[i]!);
+      if (fresh === undefined) return this.reread(w);
       for (const m of fresh) picked.push(m);
     }
     if (picked.length === 0) return;
     if (picked.length > 1) picked.sort(byTime);
-    const delivered = this.fit(picked, poll.max);
-    for (const m of delivered) next[poll.channels.indexOf(m.ch)] = { epoch: m.epoch, seq: m.seq, fp: m.fp };
-    poll.positions = next;
-    this.answer(poll, delivered, undefined, 'messages', true);
+    const delivered = this.fit(picked, w.max);
+    const before = w.positions;
+    const after = before.slice();
+    for (const m of delivered) after[w.channels.indexOf(m.ch)] = { epoch: m.epoch, seq: m.seq, fp: m.fp };
+    w.positions = after;
+    this.answer(w, before, delivered, undefined, 'messages', true, delivered.length < picked.length);
   }
 
   /**
@@ -270,104 +284,143 @@ export class PollHub {
 
   // ---- reading history ----
 
-  private reread(poll: Poll): void {
-    if (poll.state === PollState.Setup) {
-      poll.dirty = true;
-      return;
-    }
-    if (poll.state !== PollState.Parked) return;
-    this.resolve(poll, poll.positions, false).catch(this.onBug);
+  /** A parked waiter reads its channels again (one reading already will: its stamp moved). */
+  private reread(w: Waiter): void {
+    if (w.state !== WaiterState.Parked) return;
+    this.resolve(w, w.positions, false).catch(this.onBug);
   }
 
   /**
-   * Reads each channel from `from`; answers at once when there is anything to send (or a gap),
-   * parks otherwise. Runs for a new poll and again for a parked poll whose wake could not be
-   * served from notifications alone.
+   * Reads each channel from `from`; delivers at once when there is anything to send (or a
+   * gap), parks otherwise. Runs for a new waiter and again for a parked one whose wake could
+   * not be served from notifications alone.
    */
-  private async resolve(poll: Poll, from: readonly ReadFrom[], initial: boolean): Promise<void> {
-    if (!initial) this.setState(poll, PollState.Setup);
-    poll.dirty = false;
+  private async resolve(w: Waiter, from: readonly ReadFrom[], initial: boolean): Promise<void> {
+    if (!initial) this.setState(w, WaiterState.Setup);
+    w.readStamp = this.registry.wakeStamp(w.channels);
     let results: ReadResult[];
     try {
-      results = await Promise.all(poll.channels.map((ch, i) => this.broker.read(ch, from[i]!, poll.max)));
+      results = await Promise.all(w.channels.map((ch, i) => this.broker.read(ch, from[i]!, w.max)));
     } catch (err) {
-      if (poll.state !== PollState.Setup) return;
-      if (initial) return this.refuse(poll, err);
+      if (w.state !== WaiterState.Setup) return;
+      if (initial) return this.refuse(w, err);
       // Broker away: stay parked with the cursor unchanged; a resync re-reads.
-      this.setState(poll, PollState.Parked);
+      this.setState(w, WaiterState.Parked);
       return;
     }
-    if (poll.state !== PollState.Setup) return; // aborted or timed out meanwhile
+    if (w.state !== WaiterState.Setup) return; // aborted or timed out meanwhile
+
+    if (initial && !this.draining && this.parked >= this.config.maxParked && !results.some((r) => r.gap || r.messages.length > 0)) {
+      return this.refuse(w, new HoldfastError('too_many_polls', `this process holds LP_MAX_PARKED (${this.config.maxParked}) polls; retry shortly`, { retryMs: 2000 }));
+    }
+    if (initial) {
+      w.transport.start(w);
+      if (w.state !== WaiterState.Setup) return; // the client left as the stream opened
+    }
 
     const picked: Message[] = [];
     let gapChannels: string[] | undefined;
+    let full = false;
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!;
       const f = from[i]!;
-      if (r.gap) (gapChannels ??= []).push(poll.channels[i]!);
+      if (r.gap) (gapChannels ??= []).push(w.channels[i]!);
       if (initial && typeof f === 'object' && f.epoch === r.epoch) this.metrics.pollLag.observe(Math.max(0, r.lastSeq - f.seq));
+      if (r.messages.length >= w.max) full = true;
       for (const m of r.messages) picked.push(m);
     }
     if (picked.length > 1 && results.length > 1) picked.sort(byTime);
-    const delivered = this.fit(picked, poll.max);
-    poll.positions = results.map((r, i) => positionAfter(poll.channels[i]!, r, from[i]!, delivered));
+    const delivered = this.fit(picked, w.max);
+    w.positions = results.map((r, i) => positionAfter(w.channels[i]!, r, from[i]!, delivered));
 
     if (delivered.length > 0 || gapChannels) {
-      return this.answer(poll, delivered, gapChannels, gapChannels ? 'gap' : 'messages', false);
+      const before = w.format === 'sse' ? results.map((r, i) => positionAfter(w.channels[i]!, r, from[i]!, [])) : w.positions;
+      const more = full || delivered.length < picked.length;
+      return this.answer(w, before, delivered, gapChannels, gapChannels ? 'gap' : 'messages', false, more);
     }
-    if (this.draining) return this.answer(poll, [], undefined, 'drain', false, jitter(this.drainRetryMs));
-    if (initial && this.parked >= this.config.maxParked) {
-      return this.refuse(poll, new HoldfastError('too_many_polls', `this process holds LP_MAX_PARKED (${this.config.maxParked}) polls; retry shortly`, { retryMs: 2000 }));
-    }
-    this.setState(poll, PollState.Parked);
-    if (poll.dirty) this.reread(poll);
+    if (this.draining) return this.endOrAnswer(w, 'drain');
+    const missed = this.missedWake(w);
+    this.setState(w, WaiterState.Parked);
+    if (missed) this.reread(w);
   }
 
-  /** Ends a poll that never got a cursor with an error answer. */
-  private refuse(poll: Poll, err: unknown): void {
-    this.setState(poll, PollState.Done);
+  /** A notification (or a resync) came while the waiter was reading: what it read may be old. */
+  private missedWake(w: Waiter): boolean {
+    return this.registry.wakeStamp(w.channels) !== w.readStamp;
+  }
+
+  /** Ends a waiter that never got an answer with an error. */
+  private refuse(w: Waiter, err: unknown): void {
+    this.setState(w, WaiterState.Done);
     const error = err instanceof HoldfastError ? err : undefined;
     if (!error) this.onBug(err);
     const e = error ?? new HoldfastError('internal', 'internal error');
     this.metrics.rejected.inc({ reason: e.code });
-    if (!poll.res.closed) this.writer.reject(poll.res, e);
+    w.transport.reject(w, e);
   }
 
-  // ---- answering ----
+  // ---- delivering ----
 
-  private expire(poll: Poll): void {
-    if (poll.state === PollState.Writing) {
+  private expire(w: Waiter): void {
+    if (w.state === WaiterState.Writing) {
       // The answer could not be written in LP_WRITE_TIMEOUT_MS: a slow reader.
-      this.setState(poll, PollState.Done);
-      if (!poll.res.closed) {
-        poll.res.closed = true;
-        poll.res.close();
-        this.metrics.slowClosed.inc();
-      }
+      this.setState(w, WaiterState.Done);
+      if (w.transport.closeSlow(w)) this.metrics.slowClosed.inc();
       return;
     }
-    if (poll.state === PollState.Done) return;
+    if (w.state === WaiterState.Done) return;
     // Its first read never completed (the broker is away): no cursor to answer with.
-    if (poll.positions.length === 0) return this.refuse(poll, new BrokerUnavailableError());
-    this.answer(poll, [], undefined, 'timeout', false);
+    if (w.positions.length === 0) return this.refuse(w, new BrokerUnavailableError());
+    this.endOrAnswer(w, 'timeout');
   }
 
-  private answer(poll: Poll, messages: Message[], gapChannels: string[] | undefined, reason: AnswerReason, live: boolean, retryMs?: number): void {
-    const cursor = encodeCursor(poll.channels, poll.positions);
-    const body = renderPoll({ messages, cursor, gapChannels, retryMs }, poll.format);
-    this.deliver(poll, body, messages, reason, live);
+  /** A poll answers with its cursor (timeout, drain); a stream ends. */
+  private endOrAnswer(w: Waiter, why: 'timeout' | 'drain'): void {
+    if (w.transport.streams) {
+      this.setState(w, WaiterState.Done);
+      w.transport.end(w, why === 'timeout' ? 'expired' : 'drain');
+      return;
+    }
+    this.answer(w, w.positions, [], undefined, why, false, false, why === 'drain' ? jitter(this.drainRetryMs) : undefined);
+  }
+
+  private answer(
+    w: Waiter,
+    before: readonly Position[],
+    messages: Message[],
+    gapChannels: string[] | undefined,
+    reason: AnswerReason,
+    live: boolean,
+    more: boolean,
+    retryMs?: number,
+  ): void {
+    const body = renderAnswer({ channels: w.channels, before, messages, after: w.positions, gapChannels, retryMs }, w.format);
+    this.deliver(w, body, messages, reason, live, more);
   }
 
   /**
-   * Writes an answer: the poll leaves the registry first (it can never be woken twice), then
-   * the body goes out; a socket that cannot take it all keeps the poll in Writing.
+   * Writes an answer. A poll leaves the registry first (it can never be woken twice), then
+   * the body goes out; a socket that cannot take it all keeps it in Writing. A stream stays,
+   * re-armed at its new position (and reads on at once when messages were left out).
    * `live`: the messages come from notifications (delivery latency), else from history
    * (catch-up age).
    */
-  private deliver(poll: Poll, body: Buffer, messages: readonly Message[], reason: AnswerReason, live: boolean): void {
-    this.setState(poll, PollState.Writing);
-    const sent = this.writer.answer(poll.res, body, poll.format);
-    if (sent !== Sent.Pending && poll.state === PollState.Writing) this.setState(poll, PollState.Done);
+  private deliver(w: Waiter, body: Buffer, messages: readonly Message[], reason: AnswerReason, live: boolean, more: boolean): void {
+    let sent: Sent;
+    if (w.transport.streams) {
+      sent = w.transport.write(w, body);
+      if (sent !== Sent.Written) {
+        if (w.state !== WaiterState.Done) this.setState(w, WaiterState.Done);
+      } else if (w.state === WaiterState.Setup || w.state === WaiterState.Parked) {
+        const again = more || (w.state === WaiterState.Setup && this.missedWake(w));
+        this.setState(w, WaiterState.Parked);
+        if (again) this.reread(w);
+      }
+    } else {
+      this.setState(w, WaiterState.Writing);
+      sent = w.transport.write(w, body);
+      if (sent !== Sent.Pending && w.state === WaiterState.Writing) this.setState(w, WaiterState.Done);
+    }
     if (sent === Sent.Gone) return;
     if (sent === Sent.SlowClosed) {
       this.metrics.slowClosed.inc();
@@ -382,17 +435,12 @@ export class PollHub {
     }
   }
 
-  private abort(poll: Poll): void {
-    poll.res.closed = true;
-    if (poll.state !== PollState.Done) this.setState(poll, PollState.Done);
-  }
-
-  /** Answers every waiting poll with its cursor and a jittered retry hint. */
+  /** Answers every waiting poll with its cursor and a jittered retry hint; ends every stream. */
   drain(retryMs: number): void {
     this.draining = true;
     this.drainRetryMs = retryMs;
-    for (const poll of this.registry.all()) {
-      if (poll.state === PollState.Parked) this.answer(poll, [], undefined, 'drain', false, jitter(retryMs));
+    for (const w of this.registry.all()) {
+      if (w.state === WaiterState.Parked) this.endOrAnswer(w, 'drain');
     }
   }
 

@@ -1,31 +1,39 @@
 /**
- * Which polls wait on which channel, as one spool per channel (Nchan's spool):
+ * Which waiters wait on which channel, as one spool per channel (Nchan's spool):
  *
  *   spools: channel ──> ChannelSpool
- *     reading:  single-channel polls reading history (Setup)
- *     groups:   "epoch:seq:fp" ──> PositionGroup { positions: [position], members }
- *               single-channel polls parked at the same position of THIS channel
- *     multi:    polls that follow this channel and others (any state)
+ *     groups:  PositionGroup { positions: [position], members } per position of THIS channel
+ *              at which single-channel waiters (polls and streams) are parked; `solo` while
+ *              there is one position (the usual case), a Map once there are several
+ *     multi:   waiters that follow this channel and others (any state)
+ *     wakes:   notifications seen; a waiter reading history compares it before and after
  *
- * Anything shared between polls lives inside the spool of the channel it belongs to: a group's
- * position array (and, in PollHub, the answer rendered for a group) can only ever reach polls
- * of that channel at that position, because the group is found through the channel's spool.
- * No key has to remember to include the channel.
+ * Anything shared between waiters lives inside the spool of the channel it belongs to: a
+ * group's position array (and, in PollHub, the answer rendered for a group) can only ever
+ * reach waiters of that channel at that position, because the group is found through the
+ * channel's spool. No key has to remember to include the channel.
  *
- * Registering a channel's first poll subscribes the process to it at the broker
- * (interest-based notifications); removing its last poll unsubscribes. `add()` returns a
- * promise while any of the poll's subscriptions is unconfirmed: the poll reads history only
- * after that, so nothing published in between can slip past it.
+ * A group's members form an intrusive doubly-linked list through the waiters (no Set entry
+ * per parked poll): joining, leaving and moving are O(1) and allocate nothing.
+ *
+ *   group.head ─> w1 ⇄ w2 ⇄ w3 ─> null
+ *
+ * Registering a channel's first waiter subscribes the process to it at the broker
+ * (interest-based notifications); removing its last waiter unsubscribes. `add()` returns a
+ * promise while any of the waiter's subscriptions is unconfirmed: the waiter reads history
+ * only after that, so nothing published in between can slip past it.
  */
 
 import type { Broker } from '../broker/broker.js';
 import type { Position } from '../cursor.js';
-import type { Poll } from './poll.js';
+import type { Waiter } from './waiter.js';
 
 export class PositionGroup {
-  readonly members = new Set<Poll>();
+  head: Waiter | null = null;
+  count = 0;
+  /** The key in the spool's Map, once the spool has several groups. */
+  key: string | undefined = undefined;
   constructor(
-    readonly key: string,
     /** `[position]`, shared by every member. */
     readonly positions: readonly Position[],
   ) {}
@@ -33,26 +41,95 @@ export class PositionGroup {
   get position(): Position {
     return this.positions[0]!;
   }
+
+  add(w: Waiter): void {
+    w.groupPrev = null;
+    w.groupNext = this.head;
+    if (this.head) this.head.groupPrev = w;
+    this.head = w;
+    w.group = this;
+    this.count++;
+  }
+
+  delete(w: Waiter): void {
+    if (w.groupPrev) w.groupPrev.groupNext = w.groupNext;
+    else this.head = w.groupNext;
+    if (w.groupNext) w.groupNext.groupPrev = w.groupPrev;
+    w.groupPrev = w.groupNext = null;
+    w.group = undefined;
+    this.count--;
+  }
+}
+
+function samePosition(a: Position, b: Position): boolean {
+  return a.seq === b.seq && a.epoch === b.epoch && a.fp === b.fp;
+}
+
+function groupKey(p: Position): string {
+  return `${p.seq}:${p.epoch}:${p.fp}`;
 }
 
 export class ChannelSpool {
-  /** `[ch]`, shared by every single-channel poll on it. */
+  /** `[ch]`, shared by every single-channel waiter on it. */
   readonly single: readonly string[];
   /** Pending subscription confirmation; undefined once confirmed. */
   confirmed: Promise<void> | undefined = undefined;
-  readonly reading = new Set<Poll>();
-  readonly groups = new Map<string, PositionGroup>();
-  readonly multi = new Set<Poll>();
-  /** Polls registered on this channel, in every set above. */
+  /** Waiters registered on this channel, parked or reading. */
   size = 0;
+  /** Notifications (and resets) seen for this channel: waiters reading history watch it. */
+  wakes = 0;
+  private solo: PositionGroup | undefined = undefined;
+  private byPosition: Map<string, PositionGroup> | undefined = undefined;
+  multi: Set<Waiter> | undefined = undefined;
 
   constructor(readonly ch: string) {
     this.single = [ch];
   }
-}
 
-function groupKey(p: Position): string {
-  return `${p.epoch}:${p.seq}:${p.fp}`;
+  get hasGroups(): boolean {
+    return this.solo !== undefined || (this.byPosition !== undefined && this.byPosition.size > 0);
+  }
+
+  /** The groups, as a snapshot (a wake may add and remove groups while it runs). */
+  groups(): PositionGroup[] {
+    if (this.solo) return [this.solo];
+    return this.byPosition ? [...this.byPosition.values()] : [];
+  }
+
+  /** The group at `position`, created (taking `positions` as its array) if there is none. */
+  groupAt(positions: readonly Position[]): PositionGroup {
+    const position = positions[0]!;
+    if (this.solo) {
+      if (samePosition(this.solo.position, position)) return this.solo;
+      // A second position: from now on the groups live in a Map.
+      this.byPosition = new Map();
+      this.solo.key = groupKey(this.solo.position);
+      this.byPosition.set(this.solo.key, this.solo);
+      this.solo = undefined;
+    }
+    if (!this.byPosition) return (this.solo = new PositionGroup(positions));
+    const key = groupKey(position);
+    let group = this.byPosition.get(key);
+    if (!group) {
+      group = new PositionGroup(positions);
+      group.key = key;
+      this.byPosition.set(key, group);
+    }
+    return group;
+  }
+
+  /** Forgets an empty group. */
+  dropGroup(group: PositionGroup): void {
+    if (this.solo === group) this.solo = undefined;
+    else if (group.key !== undefined && this.byPosition?.get(group.key) === group) this.byPosition.delete(group.key);
+  }
+
+  /** Every parked single-channel waiter, as a snapshot. */
+  parked(): Waiter[] {
+    const out: Waiter[] = [];
+    for (const group of this.groups()) for (let w = group.head; w; w = w.groupNext) out.push(w);
+    return out;
+  }
 }
 
 export class PollRegistry {
@@ -61,16 +138,16 @@ export class PollRegistry {
 
   constructor(private readonly broker: Broker) {}
 
-  /** Polls registered (reading or parked). */
+  /** Waiters registered (reading or parked). */
   get size(): number {
     return this.count;
   }
 
-  /** Registers a new poll (Setup) on each of its channels. */
-  add(poll: Poll): Promise<unknown> | undefined {
+  /** Registers a new waiter (Setup) on each of its channels. */
+  add(w: Waiter): Promise<unknown> | undefined {
     let waits: Promise<void>[] | undefined;
-    const single = poll.channels.length === 1;
-    for (const ch of poll.channels) {
+    const single = w.channels.length === 1;
+    for (const ch of w.channels) {
       let spool = this.spools.get(ch);
       if (!spool) {
         spool = new ChannelSpool(ch);
@@ -83,12 +160,8 @@ export class PollRegistry {
           });
         }
       }
-      if (single) {
-        spool.reading.add(poll);
-        poll.channels = spool.single;
-      } else {
-        spool.multi.add(poll);
-      }
+      if (single) w.channels = spool.single;
+      else (spool.multi ??= new Set()).add(w);
       spool.size++;
       if (spool.confirmed) (waits ??= []).push(spool.confirmed);
     }
@@ -97,38 +170,36 @@ export class PollRegistry {
   }
 
   /**
-   * A poll enters Parked: a single-channel poll joins the group of its position, and takes
-   * the group's position array (saves two objects per parked poll).
+   * A waiter enters Parked: a single-channel waiter joins the group of its position, and
+   * takes the group's position array (saves two objects per parked poll).
    */
-  park(poll: Poll): void {
-    if (poll.channels.length !== 1) return;
-    const spool = this.spools.get(poll.channels[0]!)!;
-    spool.reading.delete(poll);
-    const position = poll.positions[0]!;
-    const key = groupKey(position);
-    let group = spool.groups.get(key);
-    if (!group) spool.groups.set(key, (group = new PositionGroup(key, poll.positions)));
-    group.members.add(poll);
-    poll.group = group;
-    poll.positions = group.positions;
+  park(w: Waiter): void {
+    if (w.channels.length !== 1) return;
+    const group = this.spools.get(w.channels[0]!)!.groupAt(w.positions);
+    group.add(w);
+    w.positions = group.positions;
   }
 
-  /** A parked poll goes back to reading (a re-read). */
-  unpark(poll: Poll): void {
-    if (poll.channels.length !== 1) return;
-    const spool = this.spools.get(poll.channels[0]!)!;
-    this.leaveGroup(spool, poll);
-    spool.reading.add(poll);
+  /** A parked waiter goes back to reading (a re-read). */
+  unpark(w: Waiter): void {
+    if (w.channels.length === 1) this.leaveGroup(w);
   }
 
-  /** A poll leaves every structure (answered, refused or aborted). */
-  remove(poll: Poll): void {
-    const single = poll.channels.length === 1;
-    for (const ch of poll.channels) {
+  /** A parked stream moves to the group of its new position (after a delivery). */
+  rearm(w: Waiter): void {
+    if (w.channels.length !== 1) return;
+    this.leaveGroup(w);
+    this.park(w);
+  }
+
+  /** A waiter leaves every structure (answered, ended, refused or aborted). */
+  remove(w: Waiter): void {
+    const single = w.channels.length === 1;
+    if (single) this.leaveGroup(w);
+    for (const ch of w.channels) {
       const spool = this.spools.get(ch);
       if (!spool) continue;
-      const removed = single ? this.leaveGroup(spool, poll) || spool.reading.delete(poll) : spool.multi.delete(poll);
-      if (!removed) continue;
+      if (!single) spool.multi?.delete(w);
       if (--spool.size === 0) {
         this.spools.delete(ch);
         this.broker.unsubscribe(ch);
@@ -137,13 +208,11 @@ export class PollRegistry {
     this.count--;
   }
 
-  private leaveGroup(spool: ChannelSpool, poll: Poll): boolean {
-    const group = poll.group;
-    if (!group) return false;
-    poll.group = undefined;
-    group.members.delete(poll);
-    if (group.members.size === 0 && spool.groups.get(group.key) === group) spool.groups.delete(group.key);
-    return true;
+  private leaveGroup(w: Waiter): void {
+    const group = w.group;
+    if (!group) return;
+    group.delete(w);
+    if (group.count === 0) this.spools.get(w.channels[0]!)?.dropGroup(group);
   }
 
   spool(ch: string): ChannelSpool | undefined {
@@ -154,22 +223,39 @@ export class PollRegistry {
     return this.spools.get(ch)?.size ?? 0;
   }
 
-  /** The polls registered on `ch`, as a snapshot (rare paths: reset, admin). */
-  pollsOn(ch: string): Poll[] {
+  /** The sum of `wakes` over `channels`: changes whenever any of them was notified. */
+  wakeStamp(channels: readonly string[]): number {
+    let stamp = 0;
+    for (const ch of channels) stamp += this.spools.get(ch)?.wakes ?? 0;
+    return stamp;
+  }
+
+  /** Counts a notification (or reset) on every channel: every read in flight re-reads. */
+  wakeAll(): void {
+    for (const spool of this.spools.values()) spool.wakes++;
+  }
+
+  /**
+   * The parked single-channel waiters of `ch` and every multi-channel waiter on it, as a
+   * snapshot (rare paths: reset). Waiters reading history are told by `wakes` instead.
+   */
+  waitersOn(ch: string): Waiter[] {
     const spool = this.spools.get(ch);
-    return spool ? [...pollsOf(spool)] : [];
+    if (!spool) return [];
+    const out = spool.parked();
+    if (spool.multi) for (const w of spool.multi) out.push(w);
+    return out;
   }
 
-  /** Every registered poll, once, as a snapshot (rare paths: resync, drain). */
-  all(): Poll[] {
-    const seen = new Set<Poll>();
-    for (const spool of this.spools.values()) for (const poll of pollsOf(spool)) seen.add(poll);
-    return [...seen];
+  /** The same for every channel, each waiter once (rare paths: resync, drain). */
+  all(): Waiter[] {
+    const out: Waiter[] = [];
+    const multi = new Set<Waiter>();
+    for (const spool of this.spools.values()) {
+      for (const w of spool.parked()) out.push(w);
+      if (spool.multi) for (const w of spool.multi) multi.add(w);
+    }
+    for (const w of multi) out.push(w);
+    return out;
   }
-}
-
-function* pollsOf(spool: ChannelSpool): IterableIterator<Poll> {
-  yield* spool.reading;
-  for (const group of spool.groups.values()) yield* group.members;
-  yield* spool.multi;
 }
