@@ -2,7 +2,7 @@
  * Checks an HTTP answer against the OpenAPI 3.1 document (src/assets/openapi.json) with ajv's
  * JSON Schema 2020-12 build: the path, method and status must be documented, the required
  * headers present and well-formed, and the body valid against its schema (JSON and
- * MessagePack decoded; HEAD and bodiless answers empty). test/helpers/server.ts runs every
+ * MessagePack decoded; a JSON body ends with a newline; HEAD and bodiless answers are empty). test/helpers/server.ts runs every
  * answer the test suites receive through it, so the document cannot drift from the server.
  *
  * Answers that Holdfast did not write (a proxy's own error page) carry no `uWebSockets`
@@ -141,6 +141,7 @@ function bodyProblems(response: Json, pointer: string, a: AnswerToCheck, method:
   const type = (a.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   const media = response.content[type];
   if (!media) return [`Content-Type ${JSON.stringify(type)} is not documented; documented: ${Object.keys(response.content).join(', ')}`];
+  if (type === 'application/json' && a.body.length > 0 && a.body[a.body.length - 1] !== 0x0a) return ['a JSON answer must end with a newline'];
   let value: unknown;
   try {
     if (type === 'application/json') value = JSON.parse(a.body.toString('utf8'));
