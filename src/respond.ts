@@ -69,11 +69,7 @@ function writeCorked(): void {
   if (status !== 200) res.writeStatus(statusLine(status)); // uWS writes 200 OK itself
   res.writeHeader('Content-Type', contentType);
   if (options.noStore) res.writeHeader('Cache-Control', 'no-store');
-  if (res.corsOrigin !== undefined) {
-    res.writeHeader('Access-Control-Allow-Origin', res.corsOrigin);
-    if (res.corsOrigin !== '*') res.writeHeader('Vary', 'Origin');
-    res.writeHeader('Access-Control-Expose-Headers', 'Retry-After');
-  }
+  writeCorsHeaders(res);
   const h = options.headers;
   if (h) for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i]!, h[i + 1]!);
   if (res.head) {
@@ -95,6 +91,14 @@ function writeCorked(): void {
     return;
   }
   pending.outcome = writeWithBackpressure(res, body, options.maxBackpressure);
+}
+
+/** The CORS answer headers, when the request's origin is allowed (see http/cors.ts). */
+export function writeCorsHeaders(res: Res): void {
+  if (res.corsOrigin === undefined) return;
+  res.writeHeader('Access-Control-Allow-Origin', res.corsOrigin);
+  if (res.corsOrigin !== '*') res.writeHeader('Vary', 'Origin');
+  res.writeHeader('Access-Control-Expose-Headers', 'Retry-After');
 }
 
 export function send(res: Res, status: number, contentType: string, body: Buffer | string, options: SendOptions = NO_OPTIONS): Sent {

@@ -14,6 +14,9 @@ import { MemoryBroker } from './broker/memory.js';
 import type { Config } from './config.js';
 import type { ServerContext } from './http/context.js';
 import { registerRoutes } from './http/routes.js';
+import { handle } from './http/context.js';
+import { SseTransport, sseHandler } from './http/sse.js';
+import { WsTransport, registerWebSocket } from './http/ws.js';
 import { seedWriter } from './http/seed.js';
 import { Metrics } from './metrics.js';
 import { PollHub } from './poll/hub.js';
@@ -99,6 +102,11 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     const { registerDemo } = await import('./demo/serve.js');
     stopDemo = registerDemo(app, broker);
   }
+  // Streams hang off the same hub as polls (same channels, cursors, rendered bodies).
+  const sse = new SseTransport(config);
+  const ws = new WsTransport(config);
+  app.get('/v1/sse', handle(ctx, sseHandler(ctx, sse)));
+  registerWebSocket(app, ctx, ws);
   registerRoutes(app, ctx);
   // One process per port on the memory broker (a second one would be a separate store);
   // shared (SO_REUSEPORT) on Redis, where several processes serve the same channels.
@@ -131,10 +139,12 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       ctx.state.draining = true;
       uWS.us_listen_socket_close(listenSocket);
       hub.drain(DRAIN_RETRY_MS);
+      ws.closeAll(); // sockets with no subscription too
       seed.drain();
       if (ctx.state.publishesInFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
       stopDemo?.();
       hub.close();
+      sse.stop();
       seed.close();
       await broker.close();
       metrics.close();

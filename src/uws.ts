@@ -5,7 +5,7 @@
 
 import uWS from 'uWebSockets.js';
 
-export type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket, us_socket_context_t } from 'uWebSockets.js';
 
 /** The fallback has no SSLApp: that tells the native build apart. */
 export const uwsIsNative = typeof (uWS as { SSLApp?: unknown }).SSLApp === 'function';

@@ -120,6 +120,15 @@ export class TokenVerifier {
     return hit.grants;
   }
 
+  /**
+   * When a verified token stops being accepted (ms since the epoch, leeway included), so a
+   * stream can end then; undefined for a token not verified (or forgotten) since.
+   */
+  expiresAt(token: string): number | undefined {
+    const hit = this.cache.get(token);
+    return hit && (hit.exp + this.leewayS) * 1000;
+  }
+
   /** Verifies a token (or takes it from the cache); rejects with 401, or 503 when the JWKS is unreachable. */
   async verify(token: string): Promise<Grants> {
     const hit = this.cached(token);

@@ -1,9 +1,5 @@
 /** GET /v1/poll — parse and authorise on the request's own callback, then hand to the PollHub. */
 
-import type { ReadFrom } from '../broker/broker.js';
-import { type DecodedCursor, decodeCursor } from '../cursor.js';
-import { HoldfastError } from '../errors.js';
-import { checkChannel } from '../names.js';
 import { Poll } from '../poll/poll.js';
 import type { AnswerFormat } from '../render.js';
 import { bearer } from '../auth/bearer.js';
@@ -13,6 +9,7 @@ import { type ServerContext, resumeAfter } from './context.js';
 import { intParam, parseQuery, single } from './request.js';
 import type { Res } from '../respond.js';
 import { longPollTransport } from './poll-transport.js';
+import { checkChannels, startPositions } from './subscription.js';
 
 export const MIN_TIMEOUT_MS = 1000;
 export const MAX_TIMEOUT_MS = 120_000;
@@ -38,25 +35,14 @@ export function pollHandler(ctx: ServerContext) {
     const format = answerFormat(req.getHeader('accept'));
 
     // 1. Bad input (400) before auth.
-    const requested = query.get('ch');
-    if (!requested || requested.length === 0) throw new HoldfastError('bad_request', 'give at least one channel: /v1/poll?ch=<channel>');
-    const channels = [...new Set(requested)];
-    if (channels.length > config.maxChannelsPerPoll) {
-      throw new HoldfastError('bad_request', `${channels.length} channels in one poll; LP_MAX_CHANNELS_PER_POLL allows ${config.maxChannelsPerPoll}`);
-    }
-    for (const ch of channels) checkChannel(ch);
-    const cursorRaw = single(query, 'cursor');
+    const channels = checkChannels(query.get('ch'), config, '/v1/poll?ch=<channel>');
+    const from = startPositions(channels, single(query, 'cursor'));
     const timeout = pollTimeout(single(query, 'timeout'), config.pollTimeoutMs);
     const max = Math.min(MAX_MAX, intParam(single(query, 'max'), 'max', 1) ?? DEFAULT_MAX);
     const tokenParam = single(query, 'token');
-    let cursor: DecodedCursor | 'earliest' | undefined;
-    if (cursorRaw === 'earliest') cursor = 'earliest';
-    else if (cursorRaw !== undefined) cursor = decodeCursor(cursorRaw);
 
     // 3. Park (or answer at once): interest first, then history.
     const park = (): void => {
-      const positions = cursor === 'earliest' || cursor === undefined ? undefined : cursor.positionsFor(channels);
-      const from: ReadFrom[] = channels.map((_, i) => (cursor === 'earliest' ? 'earliest' : (positions?.[i] ?? 'now')));
       const poll = new Poll(transport, res, channels, max, format, Date.now() + timeout);
       res.onAborted(() => {
         res.closed = true;

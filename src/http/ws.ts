@@ -1,0 +1,254 @@
+/**
+ * GET /v1/ws — WebSocket subscriptions on the same hub, channels and cursors as /v1/poll.
+ *
+ *   client → {"op":"subscribe","ch":[…],"cursor"?:…,"token"?:…}   replaces the subscription
+ *   client → {"op":"token","token":…}                             renews before expiry
+ *   server → {"messages":[…],"cursor":"…","gap":…}                 shaped exactly like a poll answer
+ *   server → {"error":{"code","message"}}                          a bad op; the socket stays open
+ *
+ * Frames are JSON text; with the subprotocol `holdfast.msgpack`, binary MessagePack of the
+ * same structures (a poll answer rendered once serves pollers and sockets alike). Close codes:
+ * 1013 when unsent bytes pass LP_MAX_BACKPRESSURE (resume from the last cursor), 4001 when
+ * the token expired, 1012 on a drain or at LP_STREAM_MAX_S (reason: {"retryMs":…}).
+ */
+
+import { pack, unpack } from 'msgpackr';
+import { bearer } from '../auth/bearer.js';
+import { authorizeSubscriber } from '../auth/subscribers.js';
+import type { Config } from '../config.js';
+import { HoldfastError } from '../errors.js';
+import { hasPrefix } from '../names.js';
+import { type Transport, Waiter } from '../poll/waiter.js';
+import type { AnswerFormat } from '../render.js';
+import { Sent, jitter } from '../respond.js';
+import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from '../uws.js';
+import type { ServerContext } from './context.js';
+import { corsOriginFor } from './cors.js';
+import { MAX_MAX } from './poll.js';
+import { parseQuery, single } from './request.js';
+import { checkChannels, startPositions } from './subscription.js';
+
+export const MSGPACK_PROTOCOL = 'holdfast.msgpack';
+const MAX_FRAME = 64 * 1024;
+export const CLOSE_TOO_SLOW = 1013;
+export const CLOSE_RESTART = 1012;
+export const CLOSE_TOKEN_EXPIRED = 4001;
+
+/** What uWS keeps for each socket. */
+interface Socket {
+  readonly format: Exclude<AnswerFormat, 'sse'>;
+  /** The token given at the upgrade (header or ?token=); an op may bring another. */
+  token: string | undefined;
+  sub: WsStream | undefined;
+  /** Subscribe ops seen: an op whose token check ends after a newer op is dropped. */
+  ops: number;
+  closed: boolean;
+}
+
+type Ws = WebSocket<Socket>;
+
+export class WsStream extends Waiter {
+  constructor(
+    transport: WsTransport,
+    readonly ws: Ws,
+    channels: readonly string[],
+    format: AnswerFormat,
+    deadline: number,
+    /** When its token expires (ms), or Infinity; a renewal moves it. */
+    public tokenExpiresAt: number,
+    readonly endsAt: number,
+  ) {
+    super(transport as Transport, channels, MAX_MAX, format, deadline);
+  }
+}
+
+export class WsTransport implements Transport<WsStream> {
+  readonly kind = 'ws';
+  readonly streams = true;
+  readonly open = new Set<Ws>();
+
+  constructor(private readonly config: Pick<Config, 'maxBackpressure'>) {}
+
+  start(): void {}
+
+  write(s: WsStream, body: Buffer): Sent {
+    const socket = s.ws.getUserData();
+    if (socket.closed || socket.sub !== s) return Sent.Gone;
+    let status = 1;
+    s.ws.cork(() => {
+      status = s.ws.send(body, s.format === 'msgpack');
+    });
+    if (status === 2 || s.ws.getBufferedAmount() > this.config.maxBackpressure) {
+      this.closeSocket(s.ws, CLOSE_TOO_SLOW, 'too slow: resume from your last cursor');
+      return Sent.SlowClosed;
+    }
+    return Sent.Written;
+  }
+
+  reject(s: WsStream, err: HoldfastError): void {
+    const socket = s.ws.getUserData();
+    if (socket.closed || socket.sub !== s) return;
+    socket.sub = undefined;
+    this.sendError(s.ws, err);
+  }
+
+  end(s: WsStream, why: 'expired' | 'drain'): void {
+    const socket = s.ws.getUserData();
+    if (socket.closed || socket.sub !== s) return;
+    if (why === 'expired' && Date.now() >= s.tokenExpiresAt) this.closeSocket(s.ws, CLOSE_TOKEN_EXPIRED, 'token expired: fetch a new one and resubscribe');
+    else this.closeSocket(s.ws, CLOSE_RESTART, JSON.stringify({ retryMs: jitter(1000) }));
+  }
+
+  closeSlow(): boolean {
+    return false;
+  }
+
+  sendError(ws: Ws, err: HoldfastError): void {
+    const socket = ws.getUserData();
+    if (socket.closed) return;
+    const frame: { error: { code: string; message: string }; retryMs?: number } = { error: { code: err.code, message: err.message } };
+    if (err.extras.retryMs !== undefined) frame.retryMs = jitter(err.extras.retryMs);
+    ws.cork(() => {
+      if (socket.format === 'msgpack') ws.send(pack(frame), true);
+      else ws.send(JSON.stringify(frame), false);
+    });
+  }
+
+  /** Closes every socket (a drain): clients reconnect elsewhere from their cursor. */
+  closeAll(): void {
+    for (const ws of [...this.open]) this.closeSocket(ws, CLOSE_RESTART, JSON.stringify({ retryMs: jitter(1000) }));
+  }
+
+  closeSocket(ws: Ws, code: number, reason: string): void {
+    const socket = ws.getUserData();
+    if (socket.closed) return;
+    socket.closed = true;
+    this.open.delete(ws);
+    ws.end(code, reason);
+  }
+}
+
+/** Parses a client frame: JSON text, or MessagePack when binary. */
+function parseOp(message: ArrayBuffer, isBinary: boolean): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = isBinary ? unpack(Buffer.from(message)) : JSON.parse(Buffer.from(message).toString('utf8'));
+  } catch {
+    throw new HoldfastError('bad_request', `frame is not valid ${isBinary ? 'MessagePack' : 'JSON'}: send {"op":"subscribe","ch":["<channel>"]}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new HoldfastError('bad_request', 'a frame is an object: {"op":"subscribe"|"token", …}');
+  return value as Record<string, unknown>;
+}
+
+function optionalString(v: unknown, what: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new HoldfastError('bad_request', `${what} must be a string`);
+  return v;
+}
+
+export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transport: WsTransport): void {
+  const { config } = ctx;
+
+  const subscribe = (ws: Ws, op: Record<string, unknown>): void => {
+    const socket = ws.getUserData();
+    const channels = checkChannels(Array.isArray(op.ch) ? op.ch : op.ch === undefined ? undefined : [op.ch], config, '{"op":"subscribe","ch":["<channel>"]}');
+    const from = startPositions(channels, optionalString(op.cursor, 'cursor'));
+    const token = optionalString(op.token, 'token') ?? socket.token;
+    const guarded = token !== undefined && channels.some((ch) => !hasPrefix(ch, config.publicPrefixes));
+    const seq = ++socket.ops;
+    const replace = (): void => {
+      if (socket.closed || seq !== socket.ops) return; // a newer subscribe op won
+      if (ctx.state.draining) throw new HoldfastError('draining', 'this server is shutting down; reconnect to another', { retryMs: 1000 });
+      socket.token = token;
+      if (socket.sub) ctx.hub.abort(socket.sub);
+      const now = Date.now();
+      const tokenExpiresAt = guarded ? (ctx.tokens?.expiresAt(token!) ?? Infinity) : Infinity;
+      const endsAt = now + config.streamMaxS * 1000;
+      const stream = new WsStream(transport, ws, channels, socket.format, Math.min(endsAt, tokenExpiresAt), tokenExpiresAt, endsAt);
+      socket.sub = stream;
+      ctx.hub.begin(stream, from);
+    };
+    // A subscribe that auth refuses changes nothing.
+    const pending = authorizeSubscriber(ctx.tokens, config.publicPrefixes, { names: channels, what: 'channel' }, token);
+    if (pending === undefined) return replace();
+    pending.then(replace).catch((err) => reply(ws, err));
+  };
+
+  const renew = (ws: Ws, op: Record<string, unknown>): void => {
+    const socket = ws.getUserData();
+    const token = optionalString(op.token, 'token');
+    if (token === undefined) throw new HoldfastError('bad_request', 'the token op needs a "token"');
+    if (!ctx.tokens) throw new HoldfastError('bad_request', 'this server checks no tokens (no LP_JWT_* key is set)');
+    const sub = socket.sub;
+    const names = sub ? sub.channels : [];
+    const apply = (): void => {
+      if (socket.closed) return;
+      socket.token = token;
+      const current = socket.sub;
+      if (!current) return;
+      current.tokenExpiresAt = ctx.tokens!.expiresAt(token) ?? Infinity;
+      ctx.hub.setDeadline(current, Math.min(current.endsAt, current.tokenExpiresAt));
+    };
+    const pending = authorizeSubscriber(ctx.tokens, config.publicPrefixes, { names, what: 'channel' }, token);
+    if (pending === undefined) return apply();
+    pending.then(apply).catch((err) => reply(ws, err));
+  };
+
+  const reply = (ws: Ws, err: unknown): void => {
+    if (err instanceof HoldfastError) {
+      ctx.metrics.rejected.inc({ reason: err.code });
+      transport.sendError(ws, err);
+      return;
+    }
+    ctx.log.error({ err }, 'internal error');
+    transport.sendError(ws, new HoldfastError('internal', 'internal error; it has been logged'));
+  };
+
+  app.ws<Socket>('/v1/ws', {
+    maxPayloadLength: MAX_FRAME,
+    maxBackpressure: config.maxBackpressure + MAX_FRAME,
+    closeOnBackpressureLimit: 0, // we close with 1013 ourselves, so the client knows to resume
+    idleTimeout: 120,
+    sendPingsAutomatically: true,
+    upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t) {
+      const origin = req.getHeader('origin');
+      const key = req.getHeader('sec-websocket-key');
+      const protocols = req.getHeader('sec-websocket-protocol');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      const token = bearer(req.getHeader('authorization')) ?? single(parseQuery(req.getQuery() ?? ''), 'token');
+      if (ctx.state.draining || (origin !== '' && config.corsOrigins.length > 0 && corsOriginFor(config.corsOrigins, origin) === undefined)) {
+        const draining = ctx.state.draining;
+        res.cork(() => {
+          res.writeStatus(draining ? '503 Service Unavailable' : '403 Forbidden');
+          res.writeHeader('Content-Type', 'application/json');
+          if (draining) res.writeHeader('Retry-After', '1');
+          res.end(JSON.stringify({ error: draining ? { code: 'draining', message: 'this server is shutting down; retry on another' } : { code: 'forbidden', message: 'this origin is not in LP_CORS_ORIGINS' } }) + '\n');
+        });
+        return;
+      }
+      const msgpack = protocols.split(',').some((p) => p.trim() === MSGPACK_PROTOCOL);
+      const socket: Socket = { format: msgpack ? 'msgpack' : 'json', token, sub: undefined, ops: 0, closed: false };
+      res.cork(() => res.upgrade(socket, key, msgpack ? MSGPACK_PROTOCOL : '', extensions, context));
+    },
+    open(ws: Ws) {
+      transport.open.add(ws);
+    },
+    message(ws: Ws, message: ArrayBuffer, isBinary: boolean) {
+      try {
+        const op = parseOp(message, isBinary);
+        if (op.op === 'subscribe') subscribe(ws, op);
+        else if (op.op === 'token') renew(ws, op);
+        else throw new HoldfastError('bad_request', `unknown op ${JSON.stringify(op.op)}: use "subscribe" or "token"`);
+      } catch (err) {
+        reply(ws, err);
+      }
+    },
+    close(ws: Ws) {
+      const socket = ws.getUserData();
+      socket.closed = true;
+      transport.open.delete(ws);
+      if (socket.sub) ctx.hub.abort(socket.sub);
+      socket.sub = undefined;
+    },
+  });
+}
