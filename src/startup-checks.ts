@@ -9,12 +9,15 @@
  *   with no answer at all, `/healthz` included, and nothing is logged.
  */
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { CONFIG_VARIABLES, type Config } from './config.js';
 
-/** Descriptors a process needs besides parked polls: stdio, listen socket, Redis, publishers. */
-export const FD_HEADROOM = 64;
+/**
+ * Descriptors needed besides parked polls and those open at start-up: the listen socket,
+ * Redis connections, publishers' and probes' connections.
+ */
+export const FD_HEADROOM = 32;
 
 export interface UnknownVariable {
   variable: string;
@@ -67,22 +70,34 @@ export function openFileLimit(limitsText?: string): number | undefined {
   return m[1] === 'unlimited' ? Infinity : Number(m[1]);
 }
 
+/** Descriptors this process has open now (Linux); 0 where that cannot be read. */
+export function openFileCount(): number {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return 0;
+  }
+}
+
 export interface FdShortfall {
   openFileLimit: number;
   maxParked: number;
-  /** The limit that fits LP_MAX_PARKED polls and the headroom. */
+  /** Descriptors open when the check ran. */
+  openFiles: number;
+  /** The limit that fits LP_MAX_PARKED polls, what is open, and the headroom. */
   needed: number;
   /** The LP_MAX_PARKED that fits the current limit. */
   fits: number;
 }
 
-export function fdShortfall(limit: number | undefined, maxParked: number): FdShortfall | undefined {
-  if (limit === undefined || limit >= maxParked + FD_HEADROOM) return undefined;
-  return { openFileLimit: limit, maxParked, needed: maxParked + FD_HEADROOM, fits: Math.max(1, limit - FD_HEADROOM) };
+export function fdShortfall(limit: number | undefined, maxParked: number, openFiles: number): FdShortfall | undefined {
+  const reserved = openFiles + FD_HEADROOM;
+  if (limit === undefined || limit >= maxParked + reserved) return undefined;
+  return { openFileLimit: limit, maxParked, openFiles, needed: maxParked + reserved, fits: Math.max(1, limit - reserved) };
 }
 
 /** Runs every check and logs a warning per finding. Returns the findings (for tests). */
-export function runStartupChecks(env: Record<string, string | undefined>, config: Pick<Config, 'maxParked'>, log: Logger, limit = openFileLimit()) {
+export function runStartupChecks(env: Record<string, string | undefined>, config: Pick<Config, 'maxParked'>, log: Logger, limit = openFileLimit(), openFiles = openFileCount()) {
   const unknown = unknownVariables(env);
   for (const u of unknown) {
     log.warn(
@@ -92,7 +107,7 @@ export function runStartupChecks(env: Record<string, string | undefined>, config
         : `unknown variable ${u.variable} is ignored; no Holdfast variable is close to it (holdfast --help lists them)`,
     );
   }
-  const fds = fdShortfall(limit, config.maxParked);
+  const fds = fdShortfall(limit, config.maxParked, openFiles);
   if (fds) {
     log.warn(
       fds,

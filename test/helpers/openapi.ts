@@ -154,3 +154,10 @@ function bodyProblems(response: Json, pointer: string, a: AnswerToCheck, method:
   const v = validatorAt(`${pointer}/content/${escape(type)}/schema`);
   return v(value) ? [] : [`body: ${ajv.errorsText(v.errors, { separator: '; ' })}`];
 }
+
+/** Problems of `value` against components.schemas[name] (for stream events and frames). */
+export function schemaProblems(name: string, value: unknown): string[] {
+  if (!openapi.components.schemas[name]) throw new Error(`openapi: no schema ${name}`);
+  const v = validatorAt(`/components/schemas/${escape(name)}`);
+  return v(value) ? [] : [`${name}: ${ajv.errorsText(v.errors, { separator: '; ' })}`];
+}
