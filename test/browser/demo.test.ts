@@ -1,7 +1,9 @@
 /**
  * The demo in a real browser (Debian's chromium driven by playwright-core): two pages chat,
  * the server restarts mid-session, a page goes offline for 10 s; at the end each page has
- * shown every chat message exactly once, in order. Screenshots go to test-artifacts/.
+ * shown every chat message exactly once, in order. On its own: a new tab shows the
+ * conversation so far, a refused publish shows the server's own reason, and the console
+ * stays free of errors. Screenshots go to test-artifacts/.
  */
 
 import assert from 'node:assert/strict';
@@ -14,10 +16,18 @@ import { type RedisServer, freePort, startRedis, stopAllRedis } from '../helpers
 import { type TestServer, http, startTestServer } from '../helpers/server.js';
 
 const CHROMIUM = '/usr/bin/chromium';
-const skip = !existsSync(CHROMIUM)
-  ? 'chromium is not installed (apt-get install chromium)'
-  : !profiles().some((p) => p.name === 'redis') && 'redis-server is not installed';
+const noChromium = !existsSync(CHROMIUM) && 'chromium is not installed (apt-get install chromium)';
+const skip = noChromium || (!profiles().some((p) => p.name === 'redis') && 'redis-server is not installed');
 const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url).pathname;
+const LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let built = false;
+/** The page is served from dist/: build once per file. */
+function build(): void {
+  if (built) return;
+  execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
+  built = true;
+}
 
 describe('demo page in a real browser', { skip }, () => {
   let redis: RedisServer;
@@ -32,17 +42,14 @@ describe('demo page in a real browser', { skip }, () => {
   };
 
   before(async () => {
-    execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' }); // the page is served from dist/
+    build();
     mkdirSync(ARTIFACTS, { recursive: true });
     redis = await startRedis();
     prefix = redis.uniquePrefix();
     port = await freePort();
     await start();
     const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
   });
 
   after(async () => {
@@ -112,5 +119,77 @@ describe('demo page in a real browser', { skip }, () => {
     assert.deepEqual(await shownSeqs(bob), all, 'bob saw every message once, in order');
     const ticker = await alice.textContent('#ticker');
     assert.match(ticker ?? '', /^\d+(\.\d+)?$/, 'the conflated ticker shows a price');
+  });
+});
+
+describe('demo page on its own (memory broker)', { skip: noChromium }, () => {
+  let server: TestServer;
+  let browser: Browser;
+  const contexts: BrowserContext[] = [];
+
+  before(async () => {
+    build();
+    mkdirSync(ARTIFACTS, { recursive: true });
+    server = await startTestServer({ LP_DEMO: '1' });
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+  });
+
+  after(async () => {
+    for (const c of contexts) await c.close();
+    await browser?.close();
+    await server?.close();
+  });
+
+  /** A page in a fresh context (a new tab of a new visitor), with its console errors collected. */
+  async function open(name: string, headers: Record<string, string> = {}): Promise<{ page: Page; errors: string[] }> {
+    const context = await browser.newContext({ extraHTTPHeaders: headers });
+    contexts.push(context);
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`);
+    });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+    await page.goto(`${server.url}/demo/?name=${name}`);
+    await page.waitForSelector('#status[data-state="connected"]');
+    return { page, errors };
+  }
+
+  const shownTexts = (page: Page) => page.$$eval('#log li.msg', (lis) => lis.map((li) => li.textContent));
+
+  it('a new tab shows the conversation so far, and the console stays clean', async () => {
+    for (const text of ['first', 'second']) {
+      assert.equal((await http(`${server.url}/v1/publish/demo:chat`, { method: 'POST', json: { from: 'earlier', text } })).status, 200);
+    }
+    const { page, errors } = await open('carol');
+    await page.waitForSelector('#log li.msg:has-text("second")');
+    assert.deepEqual(await shownTexts(page), ['earlierfirst', 'earliersecond']);
+    await page.fill('#text', 'hello from carol');
+    await page.click('#send');
+    await page.waitForSelector('#log li.msg:has-text("hello from carol")');
+    assert.equal(await page.getAttribute('link[rel="icon"]', 'href'), 'favicon.svg');
+    const icon = await page.evaluate(async () => (await fetch('/demo/favicon.svg')).headers.get('content-type'));
+    assert.equal(icon, 'image/svg+xml');
+    await page.screenshot({ path: `${ARTIFACTS}demo-new-tab.png` });
+    assert.deepEqual(errors, [], 'no console errors, failed requests or page errors');
+  });
+
+  it("a refused publish shows the server's own reason (publishing through a proxy)", async () => {
+    // Every request of this visitor carries a proxy header, as behind nginx: polls work,
+    // keyless publishing is refused with 403.
+    const { page, errors } = await open('dave', { 'x-forwarded-for': '203.0.113.7' });
+    await page.fill('#text', 'through a proxy');
+    await page.click('#send');
+    const refusal = await page.waitForSelector('#log li.refused');
+    const text = (await refusal.textContent()) ?? '';
+    assert.match(text, /^not sent: 403 forbidden: /);
+    assert.match(text, /LP_PUBLISH_KEY/, "the server's message says what to do");
+    assert.doesNotMatch(text, /not reachable/);
+    assert.equal(await page.inputValue('#text'), 'through a proxy', 'the text stays for another try');
+    await page.screenshot({ path: `${ARTIFACTS}demo-refused.png` });
+    // Chromium reports the 403 itself as a failed resource load; nothing else may appear.
+    assert.deepEqual(errors.filter((e) => !/status of 403/.test(e)), []);
   });
 });
