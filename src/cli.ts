@@ -23,9 +23,13 @@ Usage: holdfast [--procs N|auto] [--help] [--version]
   --help           this text
   --version        print the version
 
-Under a process supervisor (systemd, Docker, Kubernetes), run this command itself (npx holdfast,
-or node dist/cli.js), not npm start: then SIGTERM reaches the server, which drains and exits 0.
-Logs are JSON lines (pino) on stdout.
+Under a process supervisor (systemd, Docker, Kubernetes), start the server itself:
+node_modules/.bin/holdfast (or node --max-semi-space-size=2 node_modules/holdfast/dist/cli.js;
+in a clone, npm start, which execs it). SIGTERM then reaches the server, which drains and exits 0.
+npx holdfast is for a terminal: npm runs it through a shell, and a signal sent to npm's pid
+stops npm and the shell but not the server.
+Logs are JSON lines (pino) on stdout. Exit status: 0 after a drain, 1 on a fatal error,
+2 for a bad variable or argument.
 
 Configuration (environment variables):
 ${configHelp()}
