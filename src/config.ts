@@ -15,6 +15,28 @@ export interface Config {
   /** @default '0.0.0.0' */ readonly host: string;
   /** Redis URL; unset = embedded in-memory broker. */ readonly redisUrl: string | undefined;
   /** Redis Cluster seed nodes (host:port). */ readonly redisClusterNodes: readonly string[];
+  /** Redis Sentinel addresses (host:port): Sentinel mode, with `redisSentinelName`. */
+  readonly redisSentinels: readonly string[];
+  /** The primary's name as the sentinels know it (`sentinel monitor <name> …`). */
+  readonly redisSentinelName: string | undefined;
+  /** Password of the sentinels themselves (their `requirepass`), when they have one. */
+  readonly redisSentinelPassword: string | undefined;
+  /** TLS to the sentinels. */
+  readonly redisSentinelTls: boolean;
+  /** ACL user of the Redis data nodes in Sentinel and Cluster mode (REDIS_URL carries its own). */
+  readonly redisUsername: string | undefined;
+  /** Password of the Redis data nodes in Sentinel and Cluster mode (REDIS_URL carries its own). */
+  readonly redisPassword: string | undefined;
+  /** TLS to the Redis data nodes in Sentinel and Cluster mode (REDIS_URL says rediss://). */
+  readonly redisTls: boolean;
+  /** A Redis command not answered by then fails (503); a write may still have been stored. */
+  readonly redisCommandTimeoutMs: number;
+  /** A publish answers only once this many replicas have it (WAIT); 0 = as soon as the primary has it. */
+  readonly redisWaitReplicas: number;
+  /** A publish answers only once the primary's AOF has it on disk (WAITAOF, Redis 7.2+). */
+  readonly redisWaitAof: boolean;
+  /** How long a process remembers its acknowledged publishes, to find them lost after a failover. */
+  readonly redisLossWindowS: number;
   /** Key prefix for every Redis key, so several deployments can share one Redis. */
   readonly redisPrefix: string;
   readonly redisSubscribers: number;
@@ -106,6 +128,12 @@ function list(raw: string): string[] {
   return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 }
 
+function hostPortList(raw: string, name: string): string[] {
+  const nodes = list(raw);
+  for (const n of nodes) if (!/^[^:\s]+:\d{1,5}$/.test(n)) fail(name, raw, 'a comma-separated list of host:port');
+  return nodes;
+}
+
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /* The table. Order is the order of `--help`. */
@@ -117,11 +145,21 @@ const VARS = [
     if (!/^rediss?:\/\/./.test(raw)) fail(name, raw, 'a redis:// or rediss:// URL');
     return raw;
   } }),
-  v({ name: 'REDIS_CLUSTER_NODES', key: 'redisClusterNodes', def: '', unit: 'list', doc: 'Redis Cluster seed nodes, comma-separated host:port.', parse: (raw, name) => {
-    const nodes = list(raw);
-    for (const n of nodes) if (!/^[^:\s]+:\d{1,5}$/.test(n)) fail(name, raw, 'a comma-separated list of host:port');
-    return nodes;
+  v({ name: 'REDIS_CLUSTER_NODES', key: 'redisClusterNodes', def: '', unit: 'list', doc: 'Redis Cluster seed nodes, comma-separated host:port.', parse: hostPortList }),
+  v({ name: 'REDIS_SENTINELS', key: 'redisSentinels', def: '', unit: 'list', doc: 'Redis Sentinel addresses, comma-separated host:port (Sentinel mode; needs REDIS_SENTINEL_NAME).', parse: hostPortList }),
+  v({ name: 'REDIS_SENTINEL_NAME', key: 'redisSentinelName', def: '', unit: 'string', doc: 'Name of the primary the sentinels monitor (their "sentinel monitor <name>").', parse: (raw, name) => {
+    if (raw === '') return undefined;
+    return /^[A-Za-z0-9._:-]{1,128}$/.test(raw) ? raw : fail(name, raw, 'up to 128 characters of A-Z a-z 0-9 . _ : -');
   } }),
+  v({ name: 'REDIS_SENTINEL_PASSWORD', key: 'redisSentinelPassword', def: '', unit: 'secret', doc: 'Password of the sentinels themselves, when they require one.', parse: optionalString }),
+  v({ name: 'REDIS_SENTINEL_TLS', key: 'redisSentinelTls', def: '0', unit: 'bool', doc: 'Connect to the sentinels over TLS.', parse: bool }),
+  v({ name: 'REDIS_USERNAME', key: 'redisUsername', def: '', unit: 'string', doc: 'ACL user for the Redis nodes in Sentinel and Cluster mode (with REDIS_URL, put it in the URL).', parse: optionalString }),
+  v({ name: 'REDIS_PASSWORD', key: 'redisPassword', def: '', unit: 'secret', doc: 'Password for the Redis nodes in Sentinel and Cluster mode (with REDIS_URL, put it in the URL).', parse: optionalString }),
+  v({ name: 'REDIS_TLS', key: 'redisTls', def: '0', unit: 'bool', doc: 'TLS to the Redis nodes in Sentinel and Cluster mode (with REDIS_URL, use rediss://).', parse: bool }),
+  v({ name: 'LP_REDIS_COMMAND_TIMEOUT_MS', key: 'redisCommandTimeoutMs', def: '3000', unit: 'ms', doc: 'A Redis command not answered by then fails with 503 (a publish may still have been stored: retry with the same Idempotency-Key); Redis counts as down.', parse: int(10, 600_000) }),
+  v({ name: 'LP_REDIS_WAIT_REPLICAS', key: 'redisWaitReplicas', def: '0', unit: 'replicas', doc: 'A publish answers 200 only once this many replicas have it (Redis WAIT); 0 = once the primary has it.', parse: int(0, 64) }),
+  v({ name: 'LP_REDIS_WAIT_AOF', key: 'redisWaitAof', def: '0', unit: 'bool', doc: 'A publish answers 200 only once the primary\'s AOF (and the replicas\' AOF, with LP_REDIS_WAIT_REPLICAS) has it on disk (WAITAOF, Redis 7.2+).', parse: bool }),
+  v({ name: 'LP_REDIS_LOSS_WINDOW_S', key: 'redisLossWindowS', def: '30', unit: 's', doc: 'How long a process remembers the publishes it acknowledged, to find any that Redis lost after a restart or failover (their channels then report a gap); 0 = off.', parse: int(0, 3600) }),
   v({ name: 'LP_REDIS_PREFIX', key: 'redisPrefix', def: 'hf:', unit: 'string', doc: 'Prefix of every Redis key and notification channel.', parse: (raw, name) => /^[A-Za-z0-9_:.-]{0,64}$/.test(raw) ? raw : fail(name, raw, 'up to 64 characters of A-Z a-z 0-9 _ : . -') }),
   v({ name: 'LP_REDIS_SUBSCRIBERS', key: 'redisSubscribers', def: '2', unit: 'connections', doc: 'Redis subscriber connections per process; channels are spread over them by hash.', parse: int(1, 64) }),
   v({ name: 'LP_UNSUBSCRIBE_LINGER_MS', key: 'unsubscribeLingerMs', def: '5000', unit: 'ms', doc: 'How long a process stays subscribed to a channel after its last poll left.', parse: int(0, 3_600_000) }),
@@ -185,10 +223,47 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (config.demo && !config.conflatePrefixes.includes('demo:ticker')) {
     (config as { conflatePrefixes: readonly string[] }).conflatePrefixes = [...config.conflatePrefixes, 'demo:ticker'];
   }
-  if (config.redisUrl && config.redisClusterNodes.length > 0) {
-    throw new ConfigError('REDIS_URL and REDIS_CLUSTER_NODES are both set: choose one');
-  }
+  checkRedis(config);
   return Object.freeze(config);
+}
+
+/** Which store the config selects. */
+export type RedisMode = 'memory' | 'redis' | 'sentinel' | 'cluster';
+
+export function redisMode(config: Pick<Config, 'redisUrl' | 'redisClusterNodes' | 'redisSentinels'>): RedisMode {
+  if (config.redisUrl) return 'redis';
+  if (config.redisSentinels.length > 0) return 'sentinel';
+  if (config.redisClusterNodes.length > 0) return 'cluster';
+  return 'memory';
+}
+
+/** The Redis variables that only make sense together (each message names them). */
+function checkRedis(config: Config): void {
+  const chosen = [
+    config.redisUrl && 'REDIS_URL',
+    config.redisClusterNodes.length > 0 && 'REDIS_CLUSTER_NODES',
+    config.redisSentinels.length > 0 && 'REDIS_SENTINELS',
+  ].filter(Boolean);
+  if (chosen.length > 1) throw new ConfigError(`${chosen.join(' and ')} are ${chosen.length === 2 ? 'both' : 'all'} set: choose one`);
+  const mode = redisMode(config);
+  if (mode === 'sentinel' && !config.redisSentinelName) {
+    throw new ConfigError('REDIS_SENTINELS is set but REDIS_SENTINEL_NAME is not: give the name the sentinels monitor the primary under ("sentinel monitor <name> …")');
+  }
+  if (mode !== 'sentinel') {
+    for (const [set, name] of [[config.redisSentinelName, 'REDIS_SENTINEL_NAME'], [config.redisSentinelPassword, 'REDIS_SENTINEL_PASSWORD'], [config.redisSentinelTls, 'REDIS_SENTINEL_TLS']] as const) {
+      if (set) throw new ConfigError(`${name} is set but REDIS_SENTINELS is not: it only applies in Sentinel mode`);
+    }
+  }
+  if (mode === 'redis') {
+    for (const [set, name] of [[config.redisUsername, 'REDIS_USERNAME'], [config.redisPassword, 'REDIS_PASSWORD'], [config.redisTls, 'REDIS_TLS']] as const) {
+      if (set) throw new ConfigError(`${name} is set along with REDIS_URL: put credentials and TLS in the URL (rediss://user:password@host:port)`);
+    }
+  }
+  if (mode === 'memory') {
+    for (const [set, name] of [[config.redisWaitReplicas > 0, 'LP_REDIS_WAIT_REPLICAS'], [config.redisWaitAof, 'LP_REDIS_WAIT_AOF'], [config.redisUsername, 'REDIS_USERNAME'], [config.redisPassword, 'REDIS_PASSWORD'], [config.redisTls, 'REDIS_TLS']] as const) {
+      if (set) throw new ConfigError(`${name} is set but no Redis is (set REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): it has no effect on the in-memory broker`);
+    }
+  }
 }
 
 /** The variable table as `--help` prints it. */

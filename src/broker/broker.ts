@@ -21,6 +21,12 @@ export interface ChannelState extends ChannelHead {
   firstSeq: number;
   /** The fingerprint of the message at `seq` when the store still knows it, else 0. */
   fingerprintAt(seq: number): number;
+  /**
+   * The epoch before `epoch` when the store moved the channel to a new epoch without
+   * renumbering it (acknowledged writes were found lost): its cursors keep their place and
+   * get a gap.
+   */
+  previousEpoch?: string | undefined;
 }
 
 /** Where a read starts: after a cursor position, at the oldest retained message, or at the head. */
@@ -70,31 +76,29 @@ export class BatchPublishError extends Error {
 export interface BrokerEvents {
   /** New messages on a channel this process subscribed to, oldest first. */
   messages(ch: string, messages: Message[]): void;
-  /** The channel was deleted: its numbering restarts in `epoch`. */
+  /**
+   * The channel's numbering changed under its cursors (deleted, or given a new epoch after the
+   * store lost acknowledged writes): polls on it re-read.
+   */
   reset(ch: string, epoch: string): void;
-  /** Notifications may have been lost (a subscriber reconnected): re-read what is parked. */
-  resync(): void;
+  /**
+   * Notifications may have been lost (a subscriber reconnected, a subscription was restored
+   * late): re-read what is parked. `channels`, when given, are the only ones affected.
+   */
+  resync(channels?: readonly string[]): void;
   /** A seed client queue that this process watches may have a message. */
   queueReady(id: string): void;
   /** A seed client was disconnected (its queue dropped). */
   queueDisconnected(id: string): void;
 }
 
-export interface Broker {
-  readonly kind: 'memory' | 'redis' | 'cluster';
-  /** Set once, before start(). */
-  setEvents(events: BrokerEvents): void;
-  start(): Promise<void>;
-  /** The command connection and the subscriber connections are up (/readyz). */
-  isReady(): boolean;
-  /**
-   * Commands can be served (the store is reachable). New requests are refused with 503 when
-   * not; a subscriber connection that is reconnecting only delays a poll's setup.
-   */
+/** Whether the store can serve commands now (new requests get 503 when not). */
+export interface StoreStatus {
   isAvailable(): boolean;
-  /** Resolves once isReady(), or rejects after `timeoutMs` (for tests and orderly starts). */
-  waitReady(timeoutMs: number): Promise<void>;
+}
 
+/** The channel store: numbered, bounded channel logs and interest in their notifications. */
+export interface ChannelStore extends StoreStatus {
   publish(item: PublishItem): Promise<PublishResult>;
   /** All or a prefix: rejects with BatchPublishError carrying the published prefix. */
   publishBatch(items: readonly PublishItem[]): Promise<PublishResult[]>;
@@ -105,12 +109,15 @@ export interface Broker {
   /**
    * Interest: notifications for `ch` are wanted (counted; pair each with unsubscribe).
    * Returns a promise while the subscription is not yet confirmed by the store: history read
-   * before that could miss a message published in between.
+   * before that could miss a message published in between. A subscription that fails is
+   * retried, and `resync([ch])` follows once it holds, so no poll waits blind.
    */
   subscribe(ch: string): Promise<void> | undefined;
   unsubscribe(ch: string): void;
+}
 
-  /** Seed-compatible per-client queues. */
+/** The seed-compatible per-client queues: a namespace apart from channels. */
+export interface QueueStore extends StoreStatus {
   queuePush(id: string, json: string): Promise<void>;
   queuePop(id: string): Promise<string | undefined>;
   /** Puts back at the head a message whose answer could not be written. */
@@ -118,7 +125,23 @@ export interface Broker {
   queueClear(id: string): Promise<void>;
   watchQueue(id: string): Promise<void> | undefined;
   unwatchQueue(id: string): void;
+}
 
+/** Both stores behind one lifecycle: what the server starts, checks and closes. */
+export interface Broker extends ChannelStore, QueueStore {
+  readonly kind: 'memory' | 'redis' | 'cluster';
+  /** Set once, before start(). */
+  setEvents(events: BrokerEvents): void;
+  start(): Promise<void>;
+  /** The command connection and the subscriber connections are up and answering (/readyz). */
+  isReady(): boolean;
+  /**
+   * Commands can be served (the store is reachable and answering). New requests are refused
+   * with 503 when not; a subscriber connection that is reconnecting only delays a poll's setup.
+   */
+  isAvailable(): boolean;
+  /** Resolves once isReady(), or rejects after `timeoutMs` (for tests and orderly starts). */
+  waitReady(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -131,19 +154,29 @@ export interface ReadPlan {
 /**
  * The one place that decides what a cursor means against a channel's state (the Redis read
  * script mirrors it: src/broker/redis/lua/read.lua).
+ *
+ * A cursor never gets a seq at or before its own again in the same numbering: when the store
+ * lost acknowledged writes, the cursor gets a gap and continues after its seq (or after the
+ * head, when the store's numbering fell behind the cursor).
  */
 export function planRead(from: ReadFrom, state: ChannelState, conflated: boolean): ReadPlan {
   const { lastSeq, firstSeq } = state;
   if (from === 'now') return { afterSeq: lastSeq, gap: false };
   if (from === 'earliest') return { afterSeq: firstSeq - 1, gap: false };
-  // Another epoch, or a seq this epoch never reached: the numbering restarted.
-  if (from.epoch !== state.epoch || from.seq > lastSeq) return { afterSeq: firstSeq - 1, gap: true };
+  // The same numbering under the epoch the store moved away from: keep the place, report a gap.
+  const renumbered = from.epoch !== state.epoch;
+  if (renumbered && (state.previousEpoch === undefined || from.epoch !== state.previousEpoch)) {
+    // Another numbering altogether (deleted, or the store lost): everything retained follows.
+    return { afterSeq: firstSeq - 1, gap: true };
+  }
+  // The store holds fewer messages than the cursor saw: acknowledged writes were lost.
+  if (from.seq > lastSeq) return { afterSeq: lastSeq, gap: true };
   if (from.seq >= firstSeq - 1) {
     // The cursor's message is not the one the store holds under its seq: acknowledged writes
     // were lost and their seqs reused. Report it; never re-send seqs at or before the cursor.
     const fp = from.fp !== 0 && from.seq > 0 ? state.fingerprintAt(from.seq) : 0;
-    return { afterSeq: from.seq, gap: fp !== 0 && fp !== from.fp };
+    return { afterSeq: from.seq, gap: renumbered || (fp !== 0 && fp !== from.fp) };
   }
   // Behind the retained history: messages are gone. A conflated channel promises only the latest.
-  return { afterSeq: firstSeq - 1, gap: !conflated };
+  return { afterSeq: firstSeq - 1, gap: renumbered || !conflated };
 }

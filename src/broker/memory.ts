@@ -22,6 +22,7 @@ import {
   planRead,
 } from './broker.js';
 import { newEpoch } from './epoch.js';
+import { MemoryQueueStore } from './memory-queues.js';
 import { ReclaimFilter } from './reclaim-filter.js';
 
 type MemoryConfig = Pick<
@@ -71,11 +72,6 @@ class MemoryChannel implements ChannelState {
   }
 }
 
-interface QueuedItem {
-  json: string;
-  time: number;
-}
-
 /** Channels swept per tick: keeps each sweep step short however many channels exist. */
 const SWEEP_BATCH = 5000;
 const SWEEP_INTERVAL_MS = 1000;
@@ -84,7 +80,8 @@ export class MemoryBroker implements Broker {
   readonly kind = 'memory';
   private events: BrokerEvents | undefined;
   private readonly channels = new Map<string, MemoryChannel>();
-  private readonly queues = new Map<string, Ring<QueuedItem>>();
+  /** The seed-queue half of the broker. */
+  private readonly queues: MemoryQueueStore;
   private readonly interest = new Map<string, number>();
   private readonly reclaimed = new ReclaimFilter();
   private storeEpoch = newEpoch();
@@ -98,6 +95,7 @@ export class MemoryBroker implements Broker {
     private readonly now: () => number = Date.now,
   ) {
     this.historyTtlMs = config.historyTtlS * 1000;
+    this.queues = new MemoryQueueStore(config, () => this.events, now);
   }
 
   setEvents(events: BrokerEvents): void {
@@ -201,38 +199,28 @@ export class MemoryBroker implements Broker {
     else this.interest.delete(ch);
   }
 
-  async queuePush(id: string, json: string): Promise<void> {
-    let queue = this.queues.get(id);
-    if (!queue) this.queues.set(id, (queue = new Ring(this.config.historySize)));
-    queue.push({ json, time: this.now() });
-    this.events?.queueReady(id);
+  // ---- seed queues (MemoryQueueStore) ----
+
+  queuePush(id: string, json: string): Promise<void> {
+    return this.queues.queuePush(id, json);
   }
 
-  async queuePop(id: string): Promise<string | undefined> {
-    const queue = this.queues.get(id);
-    if (!queue) return undefined;
-    const cutoff = this.now() - this.historyTtlMs;
-    let item = queue.shift();
-    while (item && item.time <= cutoff) item = queue.shift();
-    if (queue.length === 0) this.queues.delete(id);
-    return item?.json;
+  queuePop(id: string): Promise<string | undefined> {
+    return this.queues.queuePop(id);
   }
 
-  async queueReturn(id: string, json: string): Promise<void> {
-    let queue = this.queues.get(id);
-    if (!queue) this.queues.set(id, (queue = new Ring(this.config.historySize)));
-    queue.unshift({ json, time: this.now() });
-    this.events?.queueReady(id);
+  queueReturn(id: string, json: string): Promise<void> {
+    return this.queues.queueReturn(id, json);
   }
 
-  async queueClear(id: string): Promise<void> {
-    this.queues.delete(id);
-    this.events?.queueDisconnected(id);
+  queueClear(id: string): Promise<void> {
+    return this.queues.queueClear(id);
   }
 
   watchQueue(): undefined {
     return undefined;
   }
+
   unwatchQueue(): void {}
 
   async close(): Promise<void> {
@@ -281,7 +269,7 @@ export class MemoryBroker implements Broker {
       const next = this.sweepCursor.next();
       if (next.done) {
         this.sweepCursor = undefined;
-        this.sweepQueues(now);
+        this.queues.sweep();
         break;
       }
       const [name, channel] = next.value;
@@ -299,13 +287,5 @@ export class MemoryBroker implements Broker {
       this.storeEpoch = newEpoch();
     }
     this.reclaimed.add(name);
-  }
-
-  private sweepQueues(now: number): void {
-    const cutoff = now - this.historyTtlMs;
-    for (const [id, queue] of this.queues) {
-      while (queue.length > 0 && queue.at(0).time <= cutoff) queue.shift();
-      if (queue.length === 0) this.queues.delete(id);
-    }
   }
 }

@@ -16,7 +16,7 @@
  * Every state change goes through setState(), against the table in waiter.ts.
  */
 
-import type { Broker, ReadFrom, ReadResult } from '../broker/broker.js';
+import type { ChannelStore, ReadFrom, ReadResult } from '../broker/broker.js';
 import type { Config } from '../config.js';
 import type { Position } from '../cursor.js';
 import { BrokerUnavailableError, HoldfastError } from '../errors.js';
@@ -54,7 +54,7 @@ export class PollHub {
   private readonly bodyBudget: number;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly broker: ChannelStore,
     private readonly config: HubConfig,
     private readonly metrics: Metrics,
     private readonly onBug: (err: unknown) => void,

@@ -24,7 +24,7 @@
  * only after that, so nothing published in between can slip past it.
  */
 
-import type { Broker } from '../broker/broker.js';
+import type { ChannelStore } from '../broker/broker.js';
 import type { Position } from '../cursor.js';
 import type { Waiter } from './waiter.js';
 
@@ -136,7 +136,7 @@ export class PollRegistry {
   private readonly spools = new Map<string, ChannelSpool>();
   private count = 0;
 
-  constructor(private readonly broker: Broker) {}
+  constructor(private readonly broker: Pick<ChannelStore, 'subscribe' | 'unsubscribe'>) {}
 
   /** Waiters registered (reading or parked). */
   get size(): number {

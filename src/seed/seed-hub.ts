@@ -8,7 +8,7 @@
  * never race for the same message; a notification that arrives mid-pump makes it go round again.
  */
 
-import type { Broker } from '../broker/broker.js';
+import type { QueueStore } from '../broker/broker.js';
 import { HoldfastError } from '../errors.js';
 import { type Res, Sent } from '../respond.js';
 import type { Metrics } from '../metrics.js';
@@ -46,7 +46,7 @@ export class SeedHub {
   readonly wheel: TimerWheel<SeedPoll>;
 
   constructor(
-    private readonly broker: Broker,
+    private readonly broker: QueueStore,
     private readonly metrics: Metrics,
     private readonly writer: SeedWriter,
     private readonly onBug: (err: unknown) => void,

@@ -1,24 +1,33 @@
 /**
- * The Redis broker: channels in Redis (or Redis Cluster), so any number of Holdfast processes
- * and machines serve the same channels. Every write is one Lua script (lua/*.lua), atomic on
- * its channel's slot; notifications are hints that travel on per-channel pub/sub channels, and
- * the history list is the truth that every poll re-reads when a hint does not join up.
+ * The Redis broker: channels in Redis (one server, a Sentinel-managed primary, or a Cluster),
+ * so any number of Holdfast processes and machines serve the same channels. Every write is one
+ * Lua script (lua/*.lua), atomic on its channel's slot; notifications are hints that travel on
+ * per-channel pub/sub channels, and the history list is the truth that every poll re-reads
+ * when a hint does not join up.
  *
- * The command connection never queues or re-sends: while Redis is away a command fails at once
- * (503 broker_unavailable), and a publish whose reply was lost is not sent again by the client
- * library — a retrying publisher uses an Idempotency-Key (packages.md: without this ioredis
- * stores a message twice across a reconnect).
+ * The pieces, each in its own module:
+ *   target.ts         where connections go (URL, Sentinel, Cluster), credentials, TLS
+ *   commands.ts       the command connection's one way in; failures.ts says what a failure means
+ *   subscribers.ts    interest-based subscriptions over K connections (one per master on Cluster)
+ *   notifications.ts  envelopes in, decoded in batches, out as broker events
+ *   liveness.ts       is Redis answering at all (a frozen Redis keeps its sockets open)
+ *   durability.ts     optional WAIT / WAITAOF before a publish is answered
+ *   ack-log.ts + audit.ts   the lost-writes audit after Redis comes back
+ *   queues.ts         the seed-queue store
+ *   watch.ts          per-connection logs (failed connects, losses, recoveries, failovers)
+ *
+ * Commands are refused (503) while the command connection is down, while Redis does not
+ * answer, while the audit after a comeback runs, and when Redis cannot give the durability
+ * asked for (LP_REDIS_WAIT_AOF without WAITAOF).
  */
 
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
-import { BrokerUnavailableError } from '../../errors.js';
 import { fingerprint } from '../../cursor.js';
+import { BrokerUnavailableError, HoldfastError } from '../../errors.js';
 import { Message } from '../../message.js';
 import { hasPrefix } from '../../names.js';
-import { type Decoder, InlineDecoder, PoolDecoder } from '../../decode/pool.js';
-import type { Decoded } from '../../decode/envelope.js';
 import {
   BatchPublishError,
   type Broker,
@@ -29,82 +38,117 @@ import {
   type ReadFrom,
   type ReadResult,
 } from '../broker.js';
+import { AckLog } from './ack-log.js';
+import { auditAcks } from './audit.js';
+import { RedisCommands, commandOptions } from './commands.js';
+import { Durability } from './durability.js';
+import { RedisScriptError } from './failures.js';
 import { RedisKeys } from './keys.js';
+import { Liveness } from './liveness.js';
+import { NotificationIntake } from './notifications.js';
+import { RedisQueueStore } from './queues.js';
 import { SCRIPTS } from './scripts.js';
-import { SubscriberSet } from './subscribers.js';
+import { SubscriberSet, type TopologyChange } from './subscribers.js';
+import { RedisTarget } from './target.js';
+import { ConnectionWatch } from './watch.js';
 
-type ScriptName = keyof typeof SCRIPTS;
-type Client = Redis | Cluster;
-
-/** Command-connection options: fail fast while disconnected, never re-send. */
-const COMMAND_OPTIONS: RedisOptions = {
+/** Subscriber connections: Holdfast restores subscriptions itself (sub-connection.ts). */
+const SUBSCRIBER_OPTIONS: RedisOptions = {
+  connectionName: 'holdfast-sub',
+  autoResubscribe: false,
   enableOfflineQueue: false,
   maxRetriesPerRequest: 0,
   autoResendUnfulfilledCommands: false,
-  connectionName: 'holdfast-cmd',
+  retryStrategy: (attempt: number) => Math.min(attempt * 100, 2000),
 };
 
-const SUBSCRIBER_OPTIONS: RedisOptions = {
-  connectionName: 'holdfast-sub',
-  // Keep subscribing while Redis is away; subscriptions are restored on reconnect.
-  maxRetriesPerRequest: null,
-};
-
-function parseNode(hostPort: string): { host: string; port: number } {
-  const i = hostPort.lastIndexOf(':');
-  return { host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)) };
-}
+type PublishReply = [seq: number, epoch: string, duplicate: number, time: string];
 
 export class RedisBroker implements Broker {
   readonly kind: 'redis' | 'cluster';
   private events: BrokerEvents | undefined;
-  private readonly cmd: Client;
+  private readonly target: RedisTarget;
+  private readonly cmd: Redis | Cluster;
+  private readonly commands: RedisCommands;
   private readonly subs: SubscriberSet;
-  private readonly decoder: Decoder;
+  private readonly intake: NotificationIntake;
   private readonly keys: RedisKeys;
+  private readonly queues: RedisQueueStore;
+  private readonly liveness: Liveness;
+  private readonly durability: Durability;
+  private readonly acks: AckLog;
   private readonly publishCommand: 'PUBLISH' | 'SPUBLISH';
-  private envelopes: Buffer[] = [];
-  private flushScheduled = false;
-  /** Keeps pool-decoded batches in arrival order. */
-  private delivery: Promise<void> = Promise.resolve();
   private closed = false;
-  /** waitReady() callers, resolved by the connections' 'ready' events. */
+  /** The audit after a comeback runs: commands wait for it (503). */
+  private auditing = false;
+  private auditAgain: string | undefined;
+  /** Redis cannot give what the config asks for (LP_REDIS_WAIT_AOF without WAITAOF). */
+  private refusedBecause: string | undefined;
+  private cmdEverReady = false;
+  private readyLogged = false;
+  private readonly createdAt = Date.now();
   private readyWaiters: (() => void)[] = [];
+  private pruneTimer: NodeJS.Timeout | undefined;
+  /** Sentinel mode: sockets already dropped during this silence. */
+  private reconnectedInSilence = false;
 
   constructor(
     private readonly config: Config,
     private readonly log?: Logger,
   ) {
-    const cluster = config.redisClusterNodes.length > 0;
+    this.target = new RedisTarget(config);
+    const cluster = this.target.mode === 'cluster';
     this.kind = cluster ? 'cluster' : 'redis';
     this.keys = new RedisKeys(config.redisPrefix);
     this.publishCommand = cluster ? 'SPUBLISH' : 'PUBLISH';
-    const nodes = config.redisClusterNodes.map(parseNode);
+    const timeoutMs = config.redisCommandTimeoutMs;
+    const where = this.target.describe;
 
+    const options = commandOptions(timeoutMs);
     this.cmd = cluster
-      ? new Cluster(nodes, { enableOfflineQueue: false, redisOptions: COMMAND_OPTIONS, scripts: SCRIPTS })
-      : new Redis(config.redisUrl!, { ...COMMAND_OPTIONS, scripts: SCRIPTS });
-    let readyBefore = false;
-    this.cmd.on('ready', () => {
-      if (readyBefore) this.events?.resync();
-      else this.checkEvictionPolicy();
-      readyBefore = true;
-      this.wakeReadyWaiters();
-    });
-    this.cmd.on('error', (err: Error) => this.log?.debug({ err: err.message }, 'redis command connection'));
+      ? this.target.cluster({
+          // ioredis connects a Cluster node on its first command and refuses the commands that
+          // come while it connects, unless they may wait: they were never sent, so waiting is
+          // safe, and nothing that was sent is ever re-sent (retryDelayOnFailover: 0).
+          enableOfflineQueue: true,
+          redisOptions: options,
+          scripts: SCRIPTS,
+          retryDelayOnFailover: 0,
+          slotsRefreshInterval: 1000,
+        })
+      : this.target.connect({ ...options, scripts: SCRIPTS });
+    if (!cluster) new ConnectionWatch(this.cmd as Redis, 'command', where, log);
+    this.cmd.on('ready', () => void this.onCommandReady());
+    this.cmd.on('close', () => this.readinessChanged());
+    this.cmd.on('error', (err: Error) => log?.debug({ err: err.message }, 'redis command connection'));
+    if (cluster) this.cmd.on('node error', (err: Error, node: string) => log?.warn({ node, err: err.message }, 'redis cluster node unreachable'));
 
+    this.commands = new RedisCommands(this.cmd, cluster, { refusal: () => this.refusal(), timedOut: () => this.liveness.timedOut() }, timeoutMs, log);
+    this.intake = new NotificationIntake(config, this.keys, () => this.events, log);
     const subEvents = {
-      message: (channel: string, payload: Buffer) => this.onNotification(channel, payload),
-      reconnect: () => this.events?.resync(),
-      ready: () => this.wakeReadyWaiters(),
-      error: (err: Error) => this.log?.debug({ err: err.message }, 'redis subscriber connection'),
+      message: (channel: string, payload: Buffer) => this.intake.receive(channel, payload),
+      restored: (names: string[]) => this.restored(names),
+      changed: () => this.readinessChanged(),
+      topology: (change: TopologyChange) => this.onTopology(change),
     };
+    const linger = config.unsubscribeLingerMs;
     this.subs = cluster
-      ? SubscriberSet.sharded(() => new Cluster(nodes, { shardedSubscribers: true, redisOptions: SUBSCRIBER_OPTIONS }), config.unsubscribeLingerMs, subEvents)
-      : SubscriberSet.plain(() => new Redis(config.redisUrl!, SUBSCRIBER_OPTIONS), config.redisSubscribers, config.unsubscribeLingerMs, subEvents);
+      ? SubscriberSet.sharded(this.cmd as Cluster, (node) => this.watched(this.target.node(node, SUBSCRIBER_OPTIONS), `shard ${node}`, node), linger, timeoutMs, subEvents, log)
+      : SubscriberSet.plain((i) => this.watched(this.target.connect(SUBSCRIBER_OPTIONS), `subscriber ${i + 1}/${config.redisSubscribers}`, where), config.redisSubscribers, linger, timeoutMs, subEvents, log);
+    this.intake.setFlow(this.subs);
 
-    this.decoder = config.decodeThreads > 0 ? new PoolDecoder(config.decodeThreads) : new InlineDecoder();
-    this.decoder.onDrain(() => this.subs.resume());
+    this.liveness = new Liveness(() => this.commands.ping(), timeoutMs, {
+      silent: () => this.onSilent(),
+      answering: () => void this.recover('Redis answers again'),
+    }, log);
+    this.durability = new Durability(config);
+    this.acks = new AckLog(config.redisLossWindowS * 1000);
+    this.queues = new RedisQueueStore(this.commands, this.keys, this.subs, config, this.publishCommand, () => this.isAvailable());
+  }
+
+  private watched(redis: Redis, label: string, where: string): Redis {
+    new ConnectionWatch(redis, label, where, this.log);
+    return redis;
   }
 
   setEvents(events: BrokerEvents): void {
@@ -112,23 +156,42 @@ export class RedisBroker implements Broker {
   }
 
   /** Returns at once: with Redis down the server still starts, and /readyz says 503. */
-  async start(): Promise<void> {}
+  async start(): Promise<void> {
+    this.liveness.start();
+    if (this.acks.enabled) {
+      this.pruneTimer = setInterval(() => {
+        if (this.isAvailable()) this.acks.prune();
+      }, 1000);
+      this.pruneTimer.unref();
+    }
+  }
 
   isReady(): boolean {
-    return !this.closed && this.cmd.status === 'ready' && this.subs.ready();
+    return this.isAvailable() && this.subs.ready();
   }
 
   isAvailable(): boolean {
-    return !this.closed && this.cmd.status === 'ready';
+    return this.refusal() === undefined;
   }
 
-  /** Resolves on the 'ready' event that makes every connection ready, or rejects after timeoutMs. */
+  /** Why commands are refused now (503), or undefined. */
+  private refusal(): string | undefined {
+    if (this.closed) return 'the broker is closed';
+    if (this.refusedBecause) return this.refusedBecause;
+    if (this.cmd.status !== 'ready') return `Redis is not connected (${this.cmd.status}); retry shortly`;
+    if (!this.liveness.answering) return `Redis has not answered for ${this.liveness.silentForMs()} ms; retry shortly`;
+    if (this.auditing) return 'Redis just came back and is being checked for lost writes; retry shortly';
+    return undefined;
+  }
+
+  /** Resolves on the event that makes every connection ready, or rejects after timeoutMs. */
   waitReady(timeoutMs: number): Promise<void> {
     if (this.isReady()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.readyWaiters = this.readyWaiters.filter((w) => w !== done);
-        reject(new BrokerUnavailableError(`Redis not ready after ${timeoutMs} ms`));
+        const why = this.refusal() ?? (this.subs.ready() ? '' : 'subscriber connections not ready');
+        reject(new BrokerUnavailableError(`Redis not ready after ${timeoutMs} ms${why ? `: ${why}` : ''}`));
       }, timeoutMs);
       timer.unref();
       const done = () => {
@@ -139,21 +202,27 @@ export class RedisBroker implements Broker {
     });
   }
 
-  private wakeReadyWaiters(): void {
+  private readinessChanged(): void {
     if (!this.isReady()) return;
+    if (!this.readyLogged) {
+      this.readyLogged = true;
+      this.log?.info({ redis: this.target.describe, mode: this.target.mode, afterMs: Date.now() - this.createdAt }, 'redis ready');
+    }
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
     for (const w of waiters) w();
   }
 
   decodeQueueDepth(): number {
-    return this.decoder.queueDepth();
+    return this.intake.queueDepth();
   }
 
   // ---- channels ----
 
   async publish(item: PublishItem): Promise<PublishResult> {
-    const [seq, epoch] = (await this.publishScript(item)) as [number, string, number];
+    const [seq, epoch, , time] = (await this.publishScript(item)) as PublishReply;
+    if (this.durability.enabled) await this.confirmDurable([item.ch]);
+    this.acks.record(item.ch, epoch, seq, time);
     return { ch: item.ch, seq, epoch };
   }
 
@@ -162,28 +231,59 @@ export class RedisBroker implements Broker {
     // because one channel's commands all go to one node over one connection.
     const settled = await Promise.allSettled(items.map((item) => this.publishScript(item)));
     const results: PublishResult[] = [];
+    const times: string[] = [];
+    let failure: Error | undefined;
     for (let i = 0; i < settled.length; i++) {
       const s = settled[i]!;
-      if (s.status === 'rejected') throw new BatchPublishError(results, s.reason as Error);
-      const [seq, epoch] = s.value as [number, string];
+      if (s.status === 'rejected') {
+        failure = s.reason as Error;
+        break;
+      }
+      const [seq, epoch, , time] = s.value as PublishReply;
       results.push({ ch: items[i]!.ch, seq, epoch });
+      times.push(time);
     }
+    if (failure instanceof RedisScriptError) throw failure; // a bug: 500, not a partial 503
+    if (this.durability.enabled && results.length > 0) {
+      try {
+        await this.confirmDurable(results.map((r) => r.ch));
+      } catch (err) {
+        throw new BatchPublishError([], err as Error);
+      }
+    }
+    for (let i = 0; i < results.length; i++) this.acks.record(results[i]!.ch, results[i]!.epoch, results[i]!.seq, times[i]!);
+    if (failure) throw new BatchPublishError(results, failure);
     return results;
   }
 
   private publishScript(item: PublishItem): Promise<unknown> {
     const { ch } = item;
     const k = this.keys;
-    return this.run('hfPublish',
+    return this.commands.run('hfPublish',
       [k.meta(ch), k.history(ch), k.store(ch), k.idempotency(ch, item.id ?? '')],
       [ch, item.json, this.historySize(ch), this.config.historyTtlS, this.config.channelIdleS, this.config.idempotencyTtlS, k.notify(ch), this.publishCommand, item.id === undefined ? 0 : 1],
+      { write: true },
     );
+  }
+
+  /** WAIT / WAITAOF on each connection that made these channels' writes. */
+  private async confirmDurable(channels: readonly string[]): Promise<void> {
+    const conns = new Set<Redis>();
+    for (const ch of channels) conns.add(this.commands.connectionFor(this.keys.meta(ch)));
+    await Promise.all([...conns].map(async (conn) => {
+      try {
+        await this.durability.confirm(conn);
+      } catch (err) {
+        if (err instanceof HoldfastError) throw err;
+        throw this.commands.failure(err as Error, this.durability.aof ? 'WAITAOF' : 'WAIT', this.keys.meta(channels[0]!), true);
+      }
+    }));
   }
 
   async read(ch: string, from: ReadFrom, max: number): Promise<ReadResult> {
     const k = this.keys;
     const cursor = typeof from === 'object' ? from : undefined;
-    const reply = (await this.run('hfRead', [k.meta(ch), k.history(ch), k.store(ch)], [
+    const reply = (await this.commands.run('hfRead', [k.meta(ch), k.history(ch), k.store(ch)], [
       cursor ? 'pos' : (from as string),
       cursor ? cursor.epoch : '',
       cursor ? cursor.seq : 0,
@@ -192,7 +292,7 @@ export class RedisBroker implements Broker {
       this.config.channelIdleS,
       hasPrefix(ch, this.config.conflatePrefixes) ? 1 : 0,
       cursor && cursor.fp !== 0 ? 1 : 0,
-    ])) as [string, number, number, number, string, string, ...string[]];
+    ], { write: false })) as [string, number, number, number, string, string, ...string[]];
     const [epoch, lastSeq, gap, after, headTime, cursorTime] = reply;
     const messages: Message[] = [];
     for (let i = 6; i < reply.length; i++) {
@@ -207,16 +307,16 @@ export class RedisBroker implements Broker {
 
   async channelInfo(ch: string): Promise<ChannelInfo> {
     const k = this.keys;
-    const [epoch, lastSeq, retained] = (await this.run('hfInfo', [k.meta(ch), k.history(ch), k.store(ch)], [
+    const [epoch, lastSeq, retained] = (await this.commands.run('hfInfo', [k.meta(ch), k.history(ch), k.store(ch)], [
       this.config.historyTtlS,
       this.config.channelIdleS,
-    ])) as [string, number, number];
+    ], { write: false })) as [string, number, number];
     return { ch, epoch, lastSeq, retained };
   }
 
   async deleteChannel(ch: string): Promise<ChannelInfo> {
     const k = this.keys;
-    const epoch = (await this.run('hfDelete', [k.meta(ch), k.history(ch)], [ch, this.config.channelIdleS, k.notify(ch), this.publishCommand])) as string;
+    const epoch = (await this.commands.run('hfDelete', [k.meta(ch), k.history(ch)], [ch, this.config.channelIdleS, k.notify(ch), this.publishCommand], { write: true })) as string;
     return { ch, epoch, lastSeq: 0, retained: 0 };
   }
 
@@ -228,64 +328,126 @@ export class RedisBroker implements Broker {
     this.subs.remove(this.keys.notify(ch));
   }
 
-  // ---- seed queues ----
+  // ---- seed queues (RedisQueueStore) ----
 
-  async queuePush(id: string, json: string): Promise<void> {
-    await this.queueOp('push', id, json);
+  queuePush(id: string, json: string): Promise<void> {
+    return this.queues.queuePush(id, json);
   }
 
-  async queuePop(id: string): Promise<string | undefined> {
-    const r = await this.queueOp('pop', id, '');
-    return typeof r === 'string' ? r : undefined;
+  queuePop(id: string): Promise<string | undefined> {
+    return this.queues.queuePop(id);
   }
 
-  async queueReturn(id: string, json: string): Promise<void> {
-    await this.queueOp('return', id, json);
+  queueReturn(id: string, json: string): Promise<void> {
+    return this.queues.queueReturn(id, json);
   }
 
-  async queueClear(id: string): Promise<void> {
-    await this.queueOp('clear', id, '');
+  queueClear(id: string): Promise<void> {
+    return this.queues.queueClear(id);
   }
 
   watchQueue(id: string): Promise<void> | undefined {
-    return this.subs.add(this.keys.queueNotify(id));
+    return this.queues.watchQueue(id);
   }
 
   unwatchQueue(id: string): void {
-    this.subs.remove(this.keys.queueNotify(id));
-  }
-
-  private queueOp(op: string, id: string, json: string): Promise<unknown> {
-    return this.run('hfQueue', [this.keys.queue(id)], [op, json, this.config.historySize, this.config.historyTtlS, this.keys.queueNotify(id), this.publishCommand]);
+    this.queues.unwatchQueue(id);
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.subs.close();
-    await this.decoder.close();
-    try {
-      await this.cmd.quit();
-    } catch {
-      this.cmd.disconnect();
-    }
+    this.liveness.stop();
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
+    this.subs.close();
+    await this.intake.close();
+    // QUIT waits for Redis; a frozen one would hold the drain forever.
+    const quit = this.cmd.quit().catch(() => undefined);
+    const timer = new Promise((resolve) => setTimeout(resolve, Math.min(1000, this.config.redisCommandTimeoutMs)).unref());
+    await Promise.race([quit, timer]);
+    this.cmd.disconnect();
   }
 
-  // ---- plumbing ----
+  // ---- coming back ----
 
   private historySize(ch: string): number {
     return hasPrefix(ch, this.config.conflatePrefixes) ? 1 : this.config.historySize;
   }
 
-  /** Runs a script; any failure to reach Redis becomes 503 broker_unavailable. */
-  private async run(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
-    if (this.cmd.status !== 'ready') throw new BrokerUnavailableError(`Redis is not connected (${this.cmd.status}); retry shortly`);
-    const fn = (this.cmd as unknown as Record<ScriptName, (...a: (string | number)[]) => Promise<unknown>>)[name];
-    try {
-      return await fn.call(this.cmd, ...keys, ...args);
-    } catch (err) {
-      this.log?.warn({ err: (err as Error).message, script: name }, 'redis command failed');
-      throw new BrokerUnavailableError(`Redis command failed: ${(err as Error).message}`);
+  private async onCommandReady(): Promise<void> {
+    const again = this.cmdEverReady;
+    this.cmdEverReady = true;
+    if (!again) this.checkEvictionPolicy();
+    if (this.durability.enabled) {
+      try {
+        const conn = this.kind === 'cluster' ? (this.cmd as Cluster).nodes('master')[0] : (this.cmd as Redis);
+        const refusal = conn ? await this.durability.refusal(conn, this.target.describe) : undefined;
+        if (refusal && refusal !== this.refusedBecause) this.log?.error({ redis: this.target.describe }, refusal);
+        this.refusedBecause = refusal;
+      } catch (err) {
+        this.log?.debug({ err: (err as Error).message }, 'redis durability check failed; retried on the next connect');
+      }
     }
+    if (again) await this.recover('Redis reconnected');
+    else this.readinessChanged();
+  }
+
+  /**
+   * Redis is back (reconnected, answering again, or a Cluster failover was seen): audit the
+   * acknowledged publishes it may have lost, then have every parked poll re-read.
+   */
+  private async recover(why: string): Promise<void> {
+    if (this.closed) return;
+    if (this.auditing) {
+      this.auditAgain = why;
+      return;
+    }
+    this.reconnectedInSilence = false;
+    this.auditing = true;
+    try {
+      if (this.acks.enabled && this.acks.size > 0) {
+        await auditAcks(this.acks, this.commands, this.keys, this.config, this.publishCommand, why, this.log);
+      }
+    } catch (err) {
+      this.log?.warn({ err: (err as Error).message }, 'redis lost-writes audit failed; it runs again when Redis comes back');
+    } finally {
+      this.auditing = false;
+    }
+    this.events?.resync();
+    this.readinessChanged();
+    const next = this.auditAgain;
+    this.auditAgain = undefined;
+    if (next) await this.recover(next);
+  }
+
+  private onSilent(): void {
+    // Sentinel: a primary that stopped answering without closing its sockets (a frozen or cut-off
+    // host) is dropped after twice the command timeout, so the sentinels can name the new one.
+    if (this.target.mode !== 'sentinel' || this.reconnectedInSilence) return;
+    const timer = setTimeout(() => {
+      if (this.closed || this.liveness.answering || this.reconnectedInSilence) return;
+      this.reconnectedInSilence = true;
+      this.log?.warn({ silentMs: this.liveness.silentForMs() }, 'redis primary silent: reconnecting through the sentinels');
+      (this.cmd as Redis).disconnect(true);
+      this.subs.reconnect();
+    }, this.config.redisCommandTimeoutMs * 2);
+    timer.unref();
+  }
+
+  private onTopology(change: TopologyChange): void {
+    // A master that vanished from the slot map is a failover: its replica may have lagged.
+    if (change.failover) void this.recover('Redis Cluster failover');
+  }
+
+  /** Subscriptions hold again after notifications may have been lost: re-read those channels. */
+  private restored(names: string[]): void {
+    const channels: string[] = [];
+    for (const name of names) {
+      const target = this.keys.parseNotify(name);
+      if (target?.kind === 'channel') channels.push(target.name);
+      else if (target?.kind === 'queue') this.events?.queueReady(target.name);
+    }
+    if (channels.length > 0) this.events?.resync(channels);
+    this.readinessChanged();
   }
 
   private checkEvictionPolicy(): void {
@@ -300,63 +462,5 @@ export class RedisBroker implements Broker {
       },
       () => undefined, // CONFIG may be disabled on managed Redis
     );
-  }
-
-  private onNotification(channel: string, payload: Buffer): void {
-    const target = this.keys.parseNotify(channel);
-    if (!target) return;
-    if (target.kind === 'queue') {
-      if (payload.length === 1 && payload[0] === 0x64 /* d */) this.events?.queueDisconnected(target.name);
-      else this.events?.queueReady(target.name);
-      return;
-    }
-    this.envelopes.push(payload);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flushEnvelopes());
-    }
-  }
-
-  /** Decodes this turn's envelopes as one batch and hands them to the core, in order. */
-  private flushEnvelopes(): void {
-    this.flushScheduled = false;
-    const batch = this.envelopes;
-    this.envelopes = [];
-    const decoded = this.decoder.decode(batch);
-    if (Array.isArray(decoded)) {
-      this.dispatch(decoded);
-      return;
-    }
-    // Settle at once (so a failure is never an unhandled rejection), deliver in batch order.
-    const settled = decoded.then(
-      (d) => ({ d, err: undefined }),
-      (err: unknown) => ({ d: [] as Decoded[], err }),
-    );
-    this.delivery = this.delivery
-      .then(() => settled)
-      .then(({ d, err }) => {
-        if (err) {
-          this.log?.error({ err }, 'decode failed; re-reading history');
-          this.events?.resync();
-        } else {
-          this.dispatch(d);
-        }
-      })
-      .catch((err: unknown) => this.log?.error({ err }, 'delivery failed'));
-    if (this.decoder.saturated) this.subs.pause();
-  }
-
-  private dispatch(decoded: Decoded[]): void {
-    const byChannel = new Map<string, Message[]>();
-    for (const d of decoded) {
-      if (!(d instanceof Message)) {
-        this.events?.reset(d.ch, d.epoch);
-        continue;
-      }
-      const list = byChannel.get(d.ch);
-      if (list) list.push(d);
-      else byChannel.set(d.ch, [d]);
-    }
-    for (const [ch, list] of byChannel) this.events?.messages(ch, list);
   }
 }

@@ -15,4 +15,5 @@ export const SCRIPTS = {
   hfDelete: { numberOfKeys: 2, lua: script('delete') },
   hfInfo: { numberOfKeys: 3, lua: script('info') },
   hfQueue: { numberOfKeys: 1, lua: script('queue') },
+  hfAudit: { numberOfKeys: 3, lua: script('audit') },
 } as const;

@@ -2,35 +2,57 @@
  * The sharded subscriber set: interest-based notification subscriptions spread over several
  * connections, so one slow or reconnecting socket does not stall every channel.
  *
- *   channel ─hash─> connection k of K   (plain Redis: SUBSCRIBE on K connections)
- *   channel ─slot─> shard subscriber    (Cluster: SSUBSCRIBE, one subscriber per shard)
+ *   channel ─hash─> connection k of K      (one Redis or Sentinel: SUBSCRIBE on K connections)
+ *   channel ─slot─> the slot's master's    (Cluster: SSUBSCRIBE on one plain connection per
+ *                   connection              master, placed by the command client's slot map)
  *
  * A notification channel is subscribed when its first local poll parks and unsubscribed
  * LP_UNSUBSCRIBE_LINGER_MS after its last poll left (one sweep timer, not a timer per channel),
- * so a client's re-poll does not churn SUBSCRIBE/UNSUBSCRIBE. ioredis restores subscriptions
- * after a reconnect; the owner is told (onReconnect) because notifications may have been lost.
+ * so a client's re-poll does not churn SUBSCRIBE/UNSUBSCRIBE. Each connection restores its own
+ * subscriptions in batches after a reconnect and retries failed ones (SubscriberConnection);
+ * the owner hears `restored(names)` once they hold again, and re-reads those channels.
+ *
+ * On Cluster, when the slot map changes (a failover, a reshard), every channel whose slot now
+ * has another master moves to that master's connection; the connection it left is reconnected
+ * (Redis dropped the moved channels itself, and ioredis's view of that socket is unreliable
+ * after such pushes), and the moved channels are re-read once subscribed on their new master.
  */
 
-import { Cluster, Redis } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
+import type { Cluster, Redis } from 'ioredis';
+import type { Logger } from 'pino';
 import { channelHash } from '../../cursor.js';
+import { SubscriberConnection, type SubscriberConnectionEvents } from './sub-connection.js';
+
+export interface TopologyChange {
+  /** Slots whose master changed. */
+  slots: number;
+  from: string[];
+  to: string[];
+  /** A master left the slot map (failed over or removed), rather than slots moving between masters. */
+  failover: boolean;
+}
 
 export interface SubscriberEvents {
   message(channel: string, payload: Buffer): void;
-  /** A subscriber connection came back: notifications may have been lost meanwhile. */
-  reconnect(): void;
-  /** A subscriber connection became ready (the first time or again). */
-  ready(): void;
-  error(err: Error): void;
+  /** Subscribed again after notifications may have been lost: re-read these channels. */
+  restored(names: string[]): void;
+  /** A connection became ready or stopped being ready. */
+  changed(): void;
+  /** Cluster: masters changed for some slots (a failover or a reshard was seen). */
+  topology(change: TopologyChange): void;
 }
 
 interface Transport {
-  /** Resolves when the server confirmed the subscription (or it failed: the caller re-reads anyway). */
-  subscribe(name: string): Promise<void>;
-  unsubscribe(name: string): void;
+  /** Wants `name`; idempotent; a promise while its subscription is not yet confirmed. */
+  add(name: string): Promise<void> | undefined;
+  remove(name: string): void;
   ready(): boolean;
   pause(): void;
   resume(): void;
-  close(): Promise<void>;
+  /** Drops every socket and starts over (their server may be gone without closing them). */
+  reconnect(): void;
+  close(): void;
 }
 
 export class SubscriberSet {
@@ -38,8 +60,6 @@ export class SubscriberSet {
   /** Channels with no local interest left, and when to unsubscribe them. */
   private readonly lingering = new Map<string, number>();
   private readonly sweepTimer: NodeJS.Timeout | undefined;
-  /** Subscriptions sent and not yet confirmed. */
-  private readonly unconfirmed = new Map<string, Promise<void>>();
 
   private constructor(
     private readonly transport: Transport,
@@ -51,24 +71,21 @@ export class SubscriberSet {
     }
   }
 
-  static plain(connect: () => Redis, count: number, lingerMs: number, events: SubscriberEvents): SubscriberSet {
-    return new SubscriberSet(new PlainTransport(connect, count, events), lingerMs);
+  /** K connections to one Redis (or the sentinels' primary), channels spread by hash. */
+  static plain(connect: (i: number) => Redis, count: number, lingerMs: number, timeoutMs: number, events: SubscriberEvents, log?: Logger): SubscriberSet {
+    return new SubscriberSet(new PlainTransport(connect, count, events, timeoutMs, log), lingerMs);
   }
 
-  static sharded(connect: () => Cluster, lingerMs: number, events: SubscriberEvents): SubscriberSet {
-    return new SubscriberSet(new ShardedTransport(connect, events), lingerMs);
+  /** One connection per Cluster master, placed by `cluster`'s slot map. */
+  static sharded(cluster: Cluster, connectNode: (nodeKey: string) => Redis, lingerMs: number, timeoutMs: number, events: SubscriberEvents, log?: Logger): SubscriberSet {
+    return new SubscriberSet(new ShardedTransport(cluster, connectNode, events, timeoutMs, log), lingerMs);
   }
 
   /** Adds interest; returns a promise while the subscription is not confirmed yet. */
   add(name: string): Promise<void> | undefined {
-    const n = (this.interest.get(name) ?? 0) + 1;
-    this.interest.set(name, n);
-    if (n > 1 || this.lingering.delete(name)) return this.unconfirmed.get(name);
-    const confirmed = this.transport.subscribe(name).finally(() => {
-      if (this.unconfirmed.get(name) === confirmed) this.unconfirmed.delete(name);
-    });
-    this.unconfirmed.set(name, confirmed);
-    return confirmed;
+    this.interest.set(name, (this.interest.get(name) ?? 0) + 1);
+    this.lingering.delete(name);
+    return this.transport.add(name);
   }
 
   remove(name: string): void {
@@ -78,7 +95,7 @@ export class SubscriberSet {
       return;
     }
     this.interest.delete(name);
-    if (this.lingerMs === 0) this.transport.unsubscribe(name);
+    if (this.lingerMs === 0) this.transport.remove(name);
     else this.lingering.set(name, Date.now() + this.lingerMs);
   }
 
@@ -99,9 +116,13 @@ export class SubscriberSet {
     this.transport.resume();
   }
 
-  async close(): Promise<void> {
+  reconnect(): void {
+    this.transport.reconnect();
+  }
+
+  close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    await this.transport.close();
+    this.transport.close();
   }
 
   private sweep(): void {
@@ -109,97 +130,220 @@ export class SubscriberSet {
     for (const [name, at] of this.lingering) {
       if (at > now) continue;
       this.lingering.delete(name);
-      this.transport.unsubscribe(name);
+      this.transport.remove(name);
     }
   }
+}
+
+function connectionEvents(events: SubscriberEvents, suspect: () => void = () => {}): SubscriberConnectionEvents {
+  return { message: events.message, restored: events.restored, changed: events.changed, suspect };
 }
 
 class PlainTransport implements Transport {
-  private readonly conns: Redis[] = [];
+  private readonly conns: SubscriberConnection[] = [];
 
-  constructor(connect: () => Redis, count: number, events: SubscriberEvents) {
+  constructor(connect: (i: number) => Redis, count: number, events: SubscriberEvents, timeoutMs: number, log?: Logger) {
     for (let i = 0; i < count; i++) {
-      const conn = connect();
-      let readyBefore = false;
-      conn.on('messageBuffer', (channel: Buffer, payload: Buffer) => events.message(channel.toString(), payload));
-      conn.on('ready', () => {
-        if (readyBefore) events.reconnect();
-        readyBefore = true;
-        events.ready();
-      });
-      conn.on('error', (err: Error) => events.error(err));
-      this.conns.push(conn);
+      this.conns.push(new SubscriberConnection(connect(i), false, connectionEvents(events), timeoutMs, `subscriber ${i + 1}/${count}`, log));
     }
   }
 
-  private connFor(name: string): Redis {
+  private connFor(name: string): SubscriberConnection {
     return this.conns[channelHash(name) % this.conns.length]!;
   }
 
-  subscribe(name: string): Promise<void> {
-    // Queued while offline (subscriptions are idempotent) and restored after reconnects.
-    return this.connFor(name).subscribe(name).then(() => undefined, () => undefined);
+  add(name: string): Promise<void> | undefined {
+    return this.connFor(name).add(name);
   }
 
-  unsubscribe(name: string): void {
-    this.connFor(name).unsubscribe(name).catch(() => undefined);
+  remove(name: string): void {
+    this.connFor(name).remove(name);
   }
 
   ready(): boolean {
-    return this.conns.every((c) => c.status === 'ready');
+    return this.conns.every((c) => c.ready());
   }
 
   pause(): void {
-    for (const c of this.conns) c.stream?.pause();
+    for (const c of this.conns) c.pause();
   }
 
   resume(): void {
-    for (const c of this.conns) c.stream?.resume();
+    for (const c of this.conns) c.resume();
   }
 
-  async close(): Promise<void> {
-    for (const c of this.conns) c.disconnect();
+  reconnect(): void {
+    for (const c of this.conns) c.reconnect();
+  }
+
+  close(): void {
+    for (const c of this.conns) c.close();
   }
 }
 
+/** A slot map refresh can be asked for this often at most. */
+const SUSPECT_REFRESH_MS = 200;
+
 class ShardedTransport implements Transport {
-  private readonly cluster: Cluster;
+  /** master "host:port" → its subscriber connection. */
+  private readonly conns = new Map<string, SubscriberConnection>();
+  /** name → the master whose connection holds it. */
+  private readonly placed = new Map<string, string>();
+  /** Wanted before the slot map was known, with their waiters. */
+  private readonly unplaced = new Map<string, (() => void)[]>();
+  /** The master of each slot, as of the last rebalance. */
+  private masters: (string | undefined)[] = [];
+  private lastSuspect = 0;
+  private paused = false;
 
-  constructor(connect: () => Cluster, events: SubscriberEvents) {
-    this.cluster = connect();
-    let readyBefore = false;
-    this.cluster.on('smessageBuffer', (channel: Buffer, payload: Buffer) => events.message(channel.toString(), payload));
-    this.cluster.on('ready', () => {
-      if (readyBefore) events.reconnect();
-      readyBefore = true;
-      events.ready();
-    });
-    // A shard subscriber that was replaced (node failover or reconnect).
-    this.cluster.on('+subscriber', () => {
-      if (readyBefore) events.reconnect();
-    });
-    this.cluster.on('error', (err: Error) => events.error(err));
+  constructor(
+    private readonly cluster: Cluster,
+    private readonly connectNode: (nodeKey: string) => Redis,
+    private readonly events: SubscriberEvents,
+    private readonly timeoutMs: number,
+    private readonly log?: Logger,
+  ) {
+    cluster.on('refresh', () => this.rebalance());
+    cluster.on('ready', () => this.rebalance());
   }
 
-  subscribe(name: string): Promise<void> {
-    // One channel per SSUBSCRIBE: channels of different slots cannot share a call.
-    return this.cluster.ssubscribe(name).then(() => undefined, () => undefined);
+  add(name: string): Promise<void> | undefined {
+    const placed = this.placed.get(name);
+    if (placed !== undefined) return this.conns.get(placed)!.add(name);
+    const owner = this.masterOf(name);
+    if (owner === undefined) {
+      // No slot map yet: placed (and subscribed) by the first rebalance.
+      return new Promise((resolve) => {
+        const list = this.unplaced.get(name);
+        if (list) list.push(resolve);
+        else this.unplaced.set(name, [resolve]);
+      });
+    }
+    this.placed.set(name, owner);
+    return this.connection(owner).add(name);
   }
 
-  unsubscribe(name: string): void {
-    this.cluster.sunsubscribe(name).catch(() => undefined);
+  remove(name: string): void {
+    const waiters = this.unplaced.get(name);
+    if (waiters) {
+      this.unplaced.delete(name);
+      for (const w of waiters) w();
+      return;
+    }
+    const owner = this.placed.get(name);
+    if (owner === undefined) return;
+    this.placed.delete(name);
+    this.conns.get(owner)?.remove(name);
   }
 
   ready(): boolean {
-    return this.cluster.status === 'ready';
+    if (this.unplaced.size > 0) return false;
+    if (this.cluster.status !== 'ready') return false;
+    for (const c of this.conns.values()) if (c.size > 0 && !c.ready()) return false;
+    return true;
   }
 
-  // ioredis does not expose the shard subscribers' sockets; Cluster relies on Redis's own
-  // output buffer limits, and a dropped subscriber is repaired by a resync.
-  pause(): void {}
-  resume(): void {}
+  pause(): void {
+    this.paused = true;
+    for (const c of this.conns.values()) c.pause();
+  }
 
-  async close(): Promise<void> {
-    this.cluster.disconnect();
+  resume(): void {
+    this.paused = false;
+    for (const c of this.conns.values()) c.resume();
+  }
+
+  reconnect(): void {
+    for (const c of this.conns.values()) c.reconnect();
+  }
+
+  close(): void {
+    for (const c of this.conns.values()) c.close();
+    this.conns.clear();
+  }
+
+  private masterOf(name: string): string | undefined {
+    return this.cluster.slots[calculateSlot(name)]?.[0];
+  }
+
+  private connection(nodeKey: string): SubscriberConnection {
+    let conn = this.conns.get(nodeKey);
+    if (!conn) {
+      conn = new SubscriberConnection(this.connectNode(nodeKey), true, connectionEvents(this.events, () => this.suspect()), this.timeoutMs, `shard ${nodeKey}`, this.log);
+      if (this.paused) conn.pause();
+      this.conns.set(nodeKey, conn);
+    }
+    return conn;
+  }
+
+  /** Something suggests the slot map is stale: ask for a fresh one (throttled). */
+  private suspect(): void {
+    const now = Date.now();
+    if (now - this.lastSuspect < SUSPECT_REFRESH_MS) return;
+    this.lastSuspect = now;
+    this.cluster.refreshSlotsCache();
+  }
+
+  /** Follows the slot map: moves channels whose slot has another master now. */
+  private rebalance(): void {
+    const slots = this.cluster.slots;
+    if (slots.length === 0) return;
+    let changedSlots = 0;
+    const from = new Set<string>();
+    const to = new Set<string>();
+    const masters = new Array<string | undefined>(16384);
+    for (let i = 0; i < 16384; i++) {
+      const m = slots[i]?.[0];
+      masters[i] = m;
+      const before = this.masters[i];
+      if (before !== undefined && before !== m) {
+        changedSlots++;
+        from.add(before);
+        if (m !== undefined) to.add(m);
+      }
+    }
+    const first = this.masters.length === 0;
+    this.masters = masters;
+    if (changedSlots === 0 && this.unplaced.size === 0) return;
+
+    const pending: Promise<void>[] = [];
+    const moved: string[] = [];
+    const left = new Set<string>();
+    for (const [name, owner] of this.placed) {
+      const now = masters[calculateSlot(name)];
+      if (now === undefined || now === owner) continue;
+      this.conns.get(owner)?.forget(name);
+      left.add(owner);
+      this.placed.set(name, now);
+      const p = this.connection(now).add(name);
+      if (p) pending.push(p);
+      moved.push(name);
+    }
+    for (const [name, waiters] of this.unplaced) {
+      const owner = masters[calculateSlot(name)];
+      if (owner === undefined) continue;
+      this.unplaced.delete(name);
+      this.placed.set(name, owner);
+      const p = this.connection(owner).add(name);
+      if (p) p.then(() => waiters.forEach((w) => w()));
+      else waiters.forEach((w) => w());
+    }
+    for (const owner of left) {
+      const conn = this.conns.get(owner)!;
+      if (conn.size === 0) {
+        conn.close();
+        this.conns.delete(owner);
+      } else {
+        conn.reconnect();
+      }
+    }
+    if (!first && changedSlots > 0) {
+      const current = new Set(masters);
+      const failover = [...from].some((m) => !current.has(m));
+      this.log?.warn({ slots: changedSlots, from: [...from], to: [...to], failover, channels: moved.length }, failover ? 'redis cluster failover seen: resubscribing the moved channels on the new masters' : 'redis cluster slots moved: resubscribing their channels on the new masters');
+      this.events.topology({ slots: changedSlots, from: [...from], to: [...to], failover });
+    }
+    if (moved.length > 0) Promise.all(pending).then(() => this.events.restored(moved));
+    this.events.changed();
   }
 }

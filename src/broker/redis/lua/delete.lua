@@ -5,7 +5,7 @@
 local meta, hist = KEYS[1], KEYS[2]
 local epoch = new_epoch(meta, 'g')
 redis.call('HSET', meta, 'e', epoch, 's', 0)
-redis.call('HDEL', meta, 't', 'b')
+redis.call('HDEL', meta, 't', 'b', 'pe')
 redis.call('EXPIRE', meta, tonumber(ARGV[2]))
 redis.call('DEL', hist)
 redis.call(ARGV[4], ARGV[3], cmsgpack.pack({ch = ARGV[1], reset = true, epoch = epoch}))

@@ -5,7 +5,7 @@
 --       the channel's slot; only used when ARGV[9] is 1)
 -- ARGV: 1 channel, 2 json, 3 history size, 4 history ttl s, 5 idle s, 6 idempotency ttl s,
 --       7 notify channel, 8 publish command (PUBLISH | SPUBLISH), 9 has idempotency key (0|1)
--- Returns {seq, epoch, duplicate (0|1)}
+-- Returns {seq, epoch, duplicate (0|1), time text ('' for a duplicate)}
 local meta, hist, store, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local has_idem = ARGV[9] == '1'
 local ch, json = ARGV[1], ARGV[2]
@@ -14,8 +14,10 @@ local size, ttl, idle, idem_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber
 if has_idem then
   local seen = redis.call('GET', idem)
   if seen then
+    -- Rewritten, not just read: a WAIT after this covers the first publish's write too.
+    redis.call('SET', idem, seen, 'KEEPTTL')
     local sep = string.find(seen, '|', 1, true)
-    return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+    return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1, ''}
   end
 end
 
@@ -44,4 +46,4 @@ if has_idem then
   redis.call('SET', idem, seq .. '|' .. epoch, 'EX', idem_ttl)
 end
 redis.call(ARGV[8], ARGV[7], cmsgpack.pack({ch = ch, seq = seq, epoch = epoch, t = now, data = json}))
-return {seq, epoch, 0}
+return {seq, epoch, 0, now_text}

@@ -1,5 +1,6 @@
 -- Reads a channel from a cursor position: its head, whether the cursor fell into a gap, and
--- up to max retained messages after the start. Mirrors planRead() in src/broker/broker.ts;
+-- up to max retained messages after the start. Mirrors planRead() in src/broker/broker.ts
+-- (meta field pe: the epoch before an audit moved the channel, see audit.lua);
 -- the fingerprint comparison of the lost-writes rule is done by the caller, from the times
 -- returned here.
 -- KEYS: 1 meta hash, 2 history list, 3 slot store hash
@@ -29,10 +30,15 @@ elseif mode == 'earliest' then
   after, gap = first - 1, 0
 else
   local cseq = tonumber(ARGV[3])
-  if ARGV[2] ~= epoch or cseq > last then
+  -- A cursor of the epoch an audit moved the channel away from keeps its place, with a gap.
+  local renumbered = ARGV[2] ~= epoch
+  if renumbered and ARGV[2] ~= redis.call('HGET', meta, 'pe') then
     after, gap = first - 1, 1
+  elseif cseq > last then
+    -- The store holds fewer messages than the cursor saw: acknowledged writes were lost.
+    after, gap = last, 1
   elseif cseq >= first - 1 then
-    after, gap = cseq, 0
+    after, gap = cseq, renumbered and 1 or 0
     if ARGV[8] == '1' and cseq > 0 then
       if cseq == last then
         cursor_time = redis.call('HGET', meta, 't') or ''
@@ -44,7 +50,7 @@ else
     end
   else
     after = first - 1
-    gap = (ARGV[7] == '1') and 0 or 1
+    gap = (ARGV[7] == '1' and not renumbered) and 0 or 1
   end
 end
 
