@@ -51,7 +51,8 @@ let log = logger('info', workerSlot !== undefined ? { worker: Number(workerSlot)
 
 /** Logs a fatal start-up error and exits with `code` (2: bad configuration or arguments). */
 function die(code: number, msg: string, fields: Record<string, unknown> = {}): never {
-  log.fatal(fields, msg);
+  // Written even with LOG_LEVEL=silent: an exit needs its reason.
+  (log.isLevelEnabled('fatal') ? log : log.child({}, { level: 'fatal' })).fatal(fields, msg);
   process.exit(code);
 }
 

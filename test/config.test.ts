@@ -137,6 +137,12 @@ describe('holdfast CLI', () => {
     assert.match(fatal(r).msg, /needs REDIS_URL or REDIS_CLUSTER_NODES/);
   });
 
+  it('LOG_LEVEL=silent still says why the process exits', () => {
+    const r = cli(['--procs', '2'], { REDIS_URL: '', REDIS_CLUSTER_NODES: '', LOG_LEVEL: 'silent' });
+    assert.equal(r.status, 2);
+    assert.equal(fatal(r).variable, 'LP_PROCS');
+  });
+
   it('refuses to run on the uWS JavaScript fallback, saying why', () => {
     const r = cli([], { UWS_USE_FALLBACK: '1', PORT: '0' });
     assert.equal(r.status, 1);
