@@ -60,17 +60,39 @@ export interface SearchResult {
   readonly report?: string;
 }
 
-function modelProperty(world: World, maxCommands: number, replayPath: string | undefined, counter: { runs: number }) {
+/**
+ * fast-check's time limit abandons the run in progress (it races it against a timer), so each
+ * run is tracked and a search waits for the abandoned one before it returns: the next search
+ * must not start while polls of an old run are still on the server.
+ */
+interface Tracker {
+  runs: number;
+  current: Promise<void> | undefined;
+}
+
+function modelProperty(world: World, maxCommands: number, replayPath: string | undefined, tracker: Tracker) {
   return fc.asyncProperty(runSpecArb, fc.commands(commandArbs, { maxCommands, replayPath }), async (spec, cmds) => {
-    counter.runs++;
-    await runScenario(world, spec, cmds);
+    tracker.runs++;
+    const run = runScenario(world, spec, cmds);
+    tracker.current = run;
+    await run;
   });
+}
+
+/** Waits for a run fast-check abandoned at its time limit; a failure there is still a failure. */
+async function abandoned(tracker: Tracker): Promise<string | undefined> {
+  try {
+    await tracker.current;
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 export async function search(o: SearchOptions): Promise<SearchResult> {
   const t0 = Date.now();
   tally.clear();
-  const counter = { runs: 0 };
+  const counter: Tracker = { runs: 0, current: undefined };
   const property = modelProperty(o.world, o.maxCommands, o.replayPath, counter);
   const first = await fc.check(property, {
     seed: o.seed,
@@ -79,18 +101,25 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
     endOnFailure: true,
     plugins: [fc.interruptAfterTimeLimit(o.budgetMs)],
   });
+  const late = await abandoned(counter);
   const runs = counter.runs;
   const exercised = showTally();
-  if (!first.failed || first.counterexample === null) return { ok: true, runs, seed: o.seed, elapsedMs: Date.now() - t0, exercised };
+  if (!first.failed || first.counterexample === null) {
+    if (late === undefined) return { ok: true, runs, seed: o.seed, elapsedMs: Date.now() - t0, exercised };
+    const report = `model checker FAILED on profile "${o.world.profile}" in the run cut short by the time limit (seed ${o.seed}; not replayable by path, not shrunk)\n${late}`;
+    return { ok: false, runs, seed: o.seed, elapsedMs: Date.now() - t0, exercised, report };
+  }
 
   let best = first as fc.RunDetails<[RunSpec, Iterable<Cmd>]>;
   let note = 'not shrunk';
   if (o.shrinkMs > 0 && !o.replayPath) {
-    const second = await fc.check(modelProperty(o.world, o.maxCommands, undefined, { runs: 0 }), {
+    const shrinking: Tracker = { runs: 0, current: undefined };
+    const second = await fc.check(modelProperty(o.world, o.maxCommands, undefined, shrinking), {
       seed: o.seed,
       path: first.counterexamplePath,
       plugins: [fc.interruptAfterTimeLimit(o.shrinkMs)],
     });
+    await abandoned(shrinking);
     if (second.failed && second.counterexample !== null) {
       best = second as fc.RunDetails<[RunSpec, Iterable<Cmd>]>;
       note = `shrunk ${second.numShrinks} times${second.interrupted ? ` (stopped after ${o.shrinkMs} ms)` : ''}`;

@@ -172,6 +172,25 @@ export class SeedAbortCmd implements Cmd {
   toString = () => `seedAbort(id${this.id})`;
 }
 
+/**
+ * One message to every channel a poll is parked on, in one batch: every parked poll is woken
+ * in the same flush, many of them at the same seq (the collision class of issue 8).
+ */
+export class FanoutParkedCmd implements Cmd {
+  constructor(
+    readonly shape: Shape,
+    readonly content: unknown,
+    readonly server: number,
+  ) {}
+  check = (m: Readonly<Run>) => [...(m as Run).v1].some((p) => !p.pending.done);
+  run = (m: Run) => {
+    const parked = new Set([...m.v1].filter((p) => !p.pending.done).flatMap((p) => p.view.channels));
+    const items = [...parked].map((name): BatchItemSpec => ({ ch: m.names.channels.indexOf(name), shape: this.shape, content: this.content, idem: 'none', pick: 0 }));
+    return act.batch(m, { items, format: 'json', server: this.server });
+  };
+  toString = () => `fanoutToParked(${this.shape}${this.server ? ' @s1' : ''})`;
+}
+
 /** Lets the polls with a 1 s timeout time out (a normal answer: empty, cursor still covering). */
 export class WaitTimeoutsCmd implements Cmd {
   check = (m: Readonly<Run>) => [...(m as Run).v1].some((p) => !p.view.long && !p.pending.done);
@@ -204,13 +223,13 @@ const idem = fc.constantFrom<IdemChoice>('none', 'none', 'none', 'none', 'new', 
 const pick = fc.nat({ max: 15 });
 
 const clientArb: fc.Arbitrary<ClientSpec> = fc.record({
-  channels: fc.oneof({ weight: 5, arbitrary: leaningCh.map((c) => [c]) }, { weight: 4, arbitrary: fc.uniqueArray(ch, { minLength: 2, maxLength: 4 }) }),
+  channels: fc.oneof({ weight: 2, arbitrary: leaningCh.map((c) => [c]) }, { weight: 1, arbitrary: fc.uniqueArray(ch, { minLength: 2, maxLength: 4 }) }),
   format: fc.constantFrom<AnswerFormat>('json', 'json', 'json', 'msgpack'),
   token: fc.constantFrom<'exact' | 'pattern'>('exact', 'exact', 'pattern'),
   tokenInQuery: fc.boolean(),
 });
 
-export const runSpecArb: fc.Arbitrary<RunSpec> = fc.record({ clients: fc.array(clientArb, { minLength: 2, maxLength: 5 }) });
+export const runSpecArb: fc.Arbitrary<RunSpec> = fc.record({ clients: fc.array(clientArb, { minLength: 2, maxLength: 6 }) });
 
 export const publishArb: fc.Arbitrary<PublishSpec> = fc.record({
   ch,
@@ -232,7 +251,7 @@ const itemArb: fc.Arbitrary<BatchItemSpec> = fc.record({
 /** One item per channel: channels that stood at the same seq are woken in one flush. */
 const fanoutArb = fc
   .record({
-    chans: fc.oneof(fc.constantFrom<number[]>([0, 6, 7], [0, 1, 2], [3, 0], [6, 7]), fc.uniqueArray(ch, { minLength: 2, maxLength: 5 })),
+    chans: fc.oneof(fc.constantFrom<number[]>([0, 6, 7], [0, 1, 2], [3, 0], [6, 7], [0, 1, 2, 3, 4, 5, 6, 7]), fc.uniqueArray(ch, { minLength: 2, maxLength: 5 })),
     shape,
     content: contentArb,
   })
@@ -247,7 +266,7 @@ const batchArb: fc.Arbitrary<BatchSpec> = fc.record({
   server,
 });
 
-const clientIx = fc.nat({ max: 4 });
+const clientIx = fc.nat({ max: 5 });
 const seedIx = fc.nat({ max: 1 });
 
 export const commandArbs: fc.Arbitrary<Cmd>[] = [
@@ -260,7 +279,7 @@ export const commandArbs: fc.Arbitrary<Cmd>[] = [
         .tuple(
           clientIx,
           fc.constantFrom<PollMode>('cursor', 'cursor', 'cursor', 'cursor', 'now', 'earliest'),
-          fc.option(fc.constantFrom(1, 2, 3, 5), { freq: 4, nil: undefined }),
+          fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom(1, 2, 3, 5) }),
           fc.constantFrom<'long' | 'short' | 'clamp'>('long', 'long', 'long', 'long', 'long', 'short', 'clamp'),
           server,
         )
@@ -278,5 +297,6 @@ export const commandArbs: fc.Arbitrary<Cmd>[] = [
     { weight: 1, arbitrary: fc.tuple(seedIx, server).map(([i, s]) => new DisconnectCmd(i, s)) },
     { weight: 2, arbitrary: seedIx.map((i) => new SeedAbortCmd(i)) },
     { weight: 1, arbitrary: fc.constant(null).map(() => new WaitTimeoutsCmd()) },
+    { weight: 8, arbitrary: fc.tuple(shape, contentArb, server).map(([sh, v, s]) => new FanoutParkedCmd(sh, v, s)) },
   ),
 ];

@@ -6,7 +6,7 @@
  *
  * Options: --max-commands N (default 60), --history N (LP_HISTORY_SIZE, default 12),
  * --ttl S (LP_HISTORY_TTL_S, default 3600; a few seconds makes TTL gaps happen),
- * --chunk S (seconds per seed, default 60). The time is shared by the profiles; each gets
+ * --chunk S (seconds per seed, default 60), --shrink S (seconds to shrink a failure, default 120). The time is shared by the profiles; each gets
  * fresh seeds one chunk at a time. Prints every seed it used, each failure in full, and a
  * summary; exits 1 when anything failed.
  */
@@ -16,7 +16,7 @@ import { randomSeed, search } from './check.js';
 import { tally } from './model.js';
 import { ALL_PROFILES, DEFAULT_WORLD, type ProfileName, hasRedisServer, startWorld, wantedProfiles } from './world.js';
 
-const USAGE = 'usage: npm run check:long -- --minutes N [--profile memory|redis|two|cluster|all] [--seed S --path P [--replay-path R]] [--max-commands N] [--history N] [--ttl S] [--chunk S]';
+const USAGE = 'usage: npm run check:long -- --minutes N [--profile memory|redis|two|cluster|all] [--seed S --path P [--replay-path R]] [--max-commands N] [--history N] [--ttl S] [--chunk S] [--shrink S]';
 
 const { values } = parseArgs({
   options: {
@@ -29,6 +29,7 @@ const { values } = parseArgs({
     history: { type: 'string', default: String(DEFAULT_WORLD.historySize) },
     ttl: { type: 'string', default: String(DEFAULT_WORLD.ttlS) },
     chunk: { type: 'string', default: '60' },
+    shrink: { type: 'string', default: '120' },
     help: { type: 'boolean' },
   },
 });
@@ -66,6 +67,7 @@ if (profiles.some((p) => p !== 'memory') && !hasRedisServer()) {
 const maxCommands = positive('max-commands', values['max-commands']);
 const worldOptions = { historySize: positive('history', values.history), ttlS: positive('ttl', values.ttl) };
 const chunkMs = positive('chunk', values.chunk) * 1000;
+const shrinkMs = Number(values.shrink) * 1000;
 
 interface Summary {
   profile: ProfileName;
@@ -89,7 +91,7 @@ for (const profile of profiles) {
       const seed = values.seed !== undefined ? Number(values.seed) : randomSeed();
       const left = Math.max(1000, deadline - Date.now());
       const budgetMs = replaying ? 600_000 : values.seed !== undefined ? left : Math.min(chunkMs, left);
-      const result = await search({ world, budgetMs, shrinkMs: 120_000, seed, maxCommands, path: values.path, replayPath: values['replay-path'] });
+      const result = await search({ world, budgetMs, shrinkMs, seed, maxCommands, path: values.path, replayPath: values['replay-path'] });
       summary.runs += result.runs;
       summary.seeds.push(seed);
       for (const [k, v] of tally) totals.set(k, (totals.get(k) ?? 0) + v);

@@ -32,7 +32,7 @@ import {
 } from './model.js';
 import { type RunNames, runNames } from './names.js';
 import { type ModelView, type PollBody, type PollView, checkPollAnswer } from './validate.js';
-import { CONFLATE_PREFIX, PUBLIC_PREFIX, type World, parkedOn } from './world.js';
+import { CONFLATE_PREFIX, PUBLIC_PREFIX, type World, parkedOn, registeredOn } from './world.js';
 
 export const LONG_TIMEOUT_MS = 30_000;
 export const SHORT_TIMEOUT_MS = 1000;
@@ -117,6 +117,7 @@ export class Run implements ModelView {
   private commandOrder = 0;
   private readonly lines: string[] = [];
   private readonly t0 = Date.now();
+  private lastSettled = Date.now();
 
   private constructor(readonly world: World) {
     this.names = runNames();
@@ -144,6 +145,9 @@ export class Run implements ModelView {
     }
     run.seedToken = await mint(run.names.seedIds);
     run.strangerToken = await mint([`other:${tag}*`]);
+    run.base.forEach((b, i) => {
+      if (b.v1 + b.seed > 0) run.log(`(server ${i} already held ${b.v1} + ${b.seed} parked polls when this run began)`);
+    });
     run.log(`run ${tag} on ${world.profile}: ${run.clients.map((c) => `${c.label}=${JSON.stringify(c.channels)}/${c.format}/${c.grants.length ? 'token' : 'public'}`).join(' ')}`);
     return run;
   }
@@ -279,6 +283,12 @@ export class Run implements ModelView {
     await this.awaitOwedWakes(what);
     await this.quiesce(what);
     await this.processAnswers();
+    const took = Date.now() - this.lastSettled;
+    if (took > 500) {
+      count('steps slower than 500 ms');
+      this.log(`(that step took ${took} ms)`);
+    }
+    this.lastSettled = Date.now();
   }
 
   private outstanding(server: number): { v1: number; seed: number } {
@@ -307,7 +317,8 @@ export class Run implements ModelView {
       .map((s, i) => {
         const held = parkedOn(s);
         const mine = this.outstanding(i);
-        return `server ${i}: parked v1 ${held.v1 - this.base[i]!.v1} (run has ${mine.v1} outstanding), seed ${held.seed - this.base[i]!.seed} (run has ${mine.seed})`;
+        const reading = registeredOn(s) === undefined ? '' : `, ${registeredOn(s)! - held.v1} still reading`;
+        return `server ${i}: parked v1 ${held.v1 - this.base[i]!.v1}${reading} (run has ${mine.v1} outstanding), seed ${held.seed - this.base[i]!.seed} (run has ${mine.seed})`;
       })
       .join('; ');
     violation(`${what}: the server did not settle within ${SETTLE_LIMIT_MS} ms (a poll neither answered nor parked, or a parked slot leaked): ${detail}`);

@@ -111,6 +111,11 @@ export function parkedOn(s: TestServer): { v1: number; seed: number } {
   return { v1: ctx.hub.parkedCount, seed: ctx.seed?.parkedCount ?? 0 };
 }
 
+/** For a failure message: polls registered (parked or still reading), when the hub says. */
+export function registeredOn(s: TestServer): number | undefined {
+  return (s.server.context.hub as unknown as { registry?: { size?: number } }).registry?.size;
+}
+
 /** Polls registered on `ch` in this server (GET /v1/channels' "pollers"). */
 export function pollersOn(s: TestServer, ch: string): number {
   return s.server.context.hub.registry.countOn(ch);
