@@ -1,20 +1,52 @@
 /**
- * Fixed regression cases: command lists that once made the checker fail, kept as written
- * (shrunk) so they replay the same way whatever the generators become. The test runs them
- * before the random search, on the profiles listed.
+ * Fixed regression cases: command lists that made the checker fail on the code before the
+ * issue 8 fix, kept as written (shrunk) so they replay the same way whatever the generators
+ * become. The test runs them before the random search, on the profiles listed.
  */
 
-import type { Cmd } from './commands.js';
+import { BatchCmd, type Cmd, PollCmd, PublishCmd, PushCmd, SeedPollCmd } from './commands.js';
 import type { RunSpec } from './run.js';
 import type { ProfileName } from './world.js';
 
 export interface Regression {
   readonly name: string;
-  /** Where it failed, and the seed that found it. */
+  /** Where it failed first, and the seed that found it. */
   readonly found: string;
   readonly profiles: readonly ProfileName[];
   readonly spec: RunSpec;
   readonly commands: () => Cmd[];
 }
 
-export const regressions: readonly Regression[] = [];
+const ALL: readonly ProfileName[] = ['memory', 'redis', 'two', 'cluster'];
+const single = (ch: number) => ({ channels: [ch], format: 'json' as const, token: 'exact' as const, tokenInQuery: false });
+
+export const regressions: readonly Regression[] = [
+  {
+    // Channels 0 and 6 share a Redis slot, so on every broker they read the same (store) epoch
+    // and stand at seq 0: the shared-answer cache keyed on (epoch, seq, format, max) without
+    // the channel gave c1 the answer rendered for c0 (a message of a channel it may not read).
+    name: 'two single-channel polls at the same seq, woken by one batch, each get their own channel (cross-channel leak)',
+    found: 'memory, seed 2044040123 (run 335); redis, seed 448589276',
+    profiles: ALL,
+    spec: { clients: [single(0), single(6)] },
+    commands: () => [
+      new PollCmd(0, 'cursor', undefined, 'long', 0),
+      new PollCmd(1, 'cursor', undefined, 'long', 0),
+      new BatchCmd({ format: 'json', server: 1, items: [0, 6].map((ch) => ({ ch, shape: 'object' as const, content: 'x', idem: 'none' as const, pick: 0 })) }),
+    ],
+  },
+  {
+    // Channel `q:<tag>x` beside seed clientId `<tag>x`: on Redis both used the notification
+    // channel {q:<tag>x}:n, which was read as the seed queue's, so the poll was never woken.
+    name: 'a poll on channel q:x is woken by a publish while seed client x waits, and x gets its push',
+    found: 'redis, seed 1761392453 (run 9); two, seed 1331677926',
+    profiles: ALL,
+    spec: { clients: [single(3)] },
+    commands: () => [
+      new SeedPollCmd(0, true, 0),
+      new PollCmd(0, 'cursor', undefined, 'long', 0),
+      new PublishCmd({ ch: 3, kind: 'json', shape: 'object', content: 'to q:x', idem: 'none', pick: 0, server: 1 }),
+      new PushCmd(0, 'to x', 1),
+    ],
+  },
+];
