@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { MAX_TIMEOUT_MS } from '../../src/http/poll.js';
 import { type Nginx, RECOMMENDED_CONF, hasNginx, startNginx } from '../helpers/nginx.js';
 import { exchange } from '../helpers/raw-http.js';
+import { SseClient, WsClient, closeStreams } from '../helpers/streams.js';
 import { type TestServer, http, poll, publish, startTestServer, until } from '../helpers/server.js';
 
 const KEY = 'proxy-publish-key-0123456789';
@@ -32,7 +33,8 @@ describe('the recommended nginx configuration', { skip }, () => {
 
   it('speaks HTTP/1.1 with keep-alive upstream and outwaits the longest hold', () => {
     assert.match(conf, /^\s*proxy_http_version 1\.1;/m);
-    assert.match(conf, /^\s*proxy_set_header Connection "";/m);
+    assert.match(conf, /^\s*proxy_set_header Connection \$holdfast_connection;/m);
+    assert.match(conf, /^\s*''\s+'';/m, 'no Upgrade: an empty Connection header, so the upstream connection is kept');
     assert.match(conf, /^\s*keepalive \d+;/m);
     assert.match(conf, /^\s*proxy_buffering off;/m);
     const read = Number(/^\s*proxy_read_timeout (\d+)s;/m.exec(conf)?.[1]);
@@ -101,6 +103,22 @@ describe('through nginx, with LP_PUBLISH_KEY', { skip }, () => {
     assert.deepEqual([info.status, info.body.lastSeq], [200, 3]);
     const idem = await publish(n.url, ch, 'again', { ...key, 'idempotency-key': 'k1' });
     assert.deepEqual((await publish(n.url, ch, 'again', { ...key, 'idempotency-key': 'k1' })).body, idem.body, 'Idempotency-Key passes through');
+  });
+
+  it('SSE and WebSocket streams pass: events as they are published, and the WebSocket subprotocol', async () => {
+    const ch = `stream-${process.pid}`;
+    try {
+      const sse = await SseClient.start(n.url, { ch });
+      const ws = await WsClient.connect(n.url, { msgpack: true });
+      await ws.subscribe(ch);
+      for (const i of [1, 2, 3]) assert.equal((await publish(n.url, ch, i, key)).status, 200);
+      await sse.until(() => sse.messages().length === 3, 'three SSE events through nginx');
+      await ws.until(() => ws.messages().length === 3, 'three WebSocket messages through nginx');
+      assert.deepEqual(sse.messages().map((m) => m.data), [1, 2, 3]);
+      assert.deepEqual(ws.messages().map((m) => m.data), [1, 2, 3]);
+    } finally {
+      closeStreams();
+    }
   });
 
   it('a request line of 32 long channel names and a cursor passes', async () => {
