@@ -16,11 +16,24 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 
 export type AnswerReason = 'messages' | 'timeout' | 'gap' | 'drain';
 
+/** How a message reaches its subscriber (the `transport` label of the delivery metrics). */
+export type TransportKind = 'poll' | 'sse' | 'ws';
+const TRANSPORTS: readonly TransportKind[] = ['poll', 'sse', 'ws'];
+
+/** The delivery metrics of one transport, as pre-bound label children (no hashing per answer). */
+export interface DeliveryMetrics {
+  delivered: { inc(n?: number): void };
+  latency: { observe(seconds: number): void };
+  catchup: { observe(seconds: number): void };
+}
+
 export interface LiveState {
   parkedPolls(): number;
   /** Polls registered but not parked: reading history, or waiting for a subscription. */
   readingPolls(): number;
   decodeQueueDepth(): number;
+  /** Open SSE streams / WebSocket connections. */
+  openStreams?(transport: 'sse' | 'ws'): number;
 }
 
 export class Metrics {
@@ -29,11 +42,15 @@ export class Metrics {
   /** Pre-bound children: no label hashing per answer. */
   readonly answeredBy: Record<AnswerReason, { inc(n?: number): void }>;
   readonly published: Counter;
-  readonly delivered: Counter;
+  readonly deliveredTotal: Counter<'transport'>;
   /** Live delivery only: publish → answer written, for a message that reached a waiting poll. */
-  readonly deliveryLatency: Histogram;
+  readonly deliveryLatency: Histogram<'transport'>;
   /** Catch-up reads: how old a message read from history was when its answer was written. */
-  readonly catchupAge: Histogram;
+  readonly catchupAge: Histogram<'transport'>;
+  /** The three delivery metrics per transport, pre-bound. */
+  readonly deliveryBy: Record<TransportKind, DeliveryMetrics>;
+  /** Messages delivered by long polls (the seed API's). */
+  readonly delivered: { inc(n?: number): void };
   readonly pollLag: Histogram;
   readonly slowClosed: Counter;
   readonly rejected: Counter<'reason'>;
@@ -57,18 +74,39 @@ export class Metrics {
     };
     for (const child of Object.values(this.answeredBy)) child.inc(0);
     this.published = new Counter({ name: 'holdfast_messages_published_total', help: 'Messages published through this process (HTTP publish, batch items, /push).', registers });
-    this.delivered = new Counter({ name: 'holdfast_messages_delivered_total', help: 'Messages written to poll answers.', registers });
+    this.deliveredTotal = new Counter({ name: 'holdfast_messages_delivered_total', help: 'Messages written to subscribers, by transport: poll (answers), sse (events), ws (frames).', labelNames: ['transport'], registers });
     this.deliveryLatency = new Histogram({
       name: 'holdfast_delivery_latency_seconds',
-      help: 'Live delivery: from publish to the answer carrying the message being written, for messages that reached a waiting poll.',
+      help: 'Live delivery: from publish to the answer (SSE event, WebSocket frame) carrying the message being written, for messages that reached a waiting subscriber, by transport.',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      labelNames: ['transport'],
       registers,
     });
     this.catchupAge = new Histogram({
       name: 'holdfast_catchup_age_seconds',
-      help: 'Catch-up reads: age of a message delivered from history (the poll asked for it after it was published).',
+      help: 'Catch-up reads: age of a message delivered from history (the subscriber asked for it after it was published), by transport.',
       buckets: [0.01, 0.1, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400],
+      labelNames: ['transport'],
       registers,
+    });
+    const deliveryBy = {} as Record<TransportKind, DeliveryMetrics>;
+    for (const t of TRANSPORTS) {
+      deliveryBy[t] = { delivered: this.deliveredTotal.labels(t), latency: this.deliveryLatency.labels(t), catchup: this.catchupAge.labels(t) };
+      // Every series exists from the first scrape (zeros), as an unlabelled metric's would.
+      deliveryBy[t].delivered.inc(0);
+      this.deliveryLatency.zero({ transport: t });
+      this.catchupAge.zero({ transport: t });
+    }
+    this.deliveryBy = deliveryBy;
+    this.delivered = deliveryBy.poll.delivered;
+    new Gauge({
+      name: 'holdfast_streams',
+      help: 'Open streams: SSE responses and WebSocket connections, by transport.',
+      labelNames: ['transport'],
+      registers,
+      collect() {
+        for (const t of ['sse', 'ws'] as const) this.set({ transport: t }, live.openStreams?.(t) ?? 0);
+      },
     });
     this.pollLag = new Histogram({
       name: 'holdfast_poll_lag_messages',

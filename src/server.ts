@@ -60,6 +60,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     parkedPolls: () => hub.parkedCount + seed.parkedCount,
     readingPolls: () => hub.registry.size - hub.parkedCount,
     decodeQueueDepth: () => (broker as { decodeQueueDepth?: () => number }).decodeQueueDepth?.() ?? 0,
+    openStreams: (transport) => (transport === 'sse' ? sse.open.size : ws.open.size),
   });
   hub = new PollHub(broker, config, metrics, onBug);
   seed = new SeedHub(broker, metrics, seedWriter, onBug);

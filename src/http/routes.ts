@@ -15,7 +15,7 @@ import { seedDisconnect, seedPoll, seedPush } from './seed.js';
 
 /** Path patterns and their methods, for 405's Allow header. */
 const ALLOWED: ReadonlyArray<[RegExp, string]> = [
-  [/^\/v1\/poll$/, 'GET'],
+  [/^\/v1\/(poll|sse|ws|openapi\.json)$/, 'GET'],
   [/^\/v1\/publish(\/.*)?$/, 'POST'],
   [/^\/v1\/channels\/.*$/, 'GET, DELETE'],
   [/^\/poll$/, 'GET'],

@@ -7,9 +7,18 @@
  *   server → {"error":{"code","message"}}                          a bad op; the socket stays open
  *
  * Frames are JSON text; with the subprotocol `holdfast.msgpack`, binary MessagePack of the
- * same structures (a poll answer rendered once serves pollers and sockets alike). Close codes:
- * 1013 when unsent bytes pass LP_MAX_BACKPRESSURE (resume from the last cursor), 4001 when
- * the token expired, 1012 on a drain or at LP_STREAM_MAX_S (reason: {"retryMs":…}).
+ * same structures (a poll answer rendered once serves pollers and sockets alike). A subscribe
+ * is answered at once with a frame: the messages waiting after its cursor, or none and the
+ * cursor where it starts (so a socket cut before its first message resumes there, not "from
+ * now"). Close codes: 1013 when unsent bytes pass LP_MAX_BACKPRESSURE (resume from the last
+ * cursor), 4001 when the token expired, 1012 on a drain or at LP_STREAM_MAX_S (reason:
+ * {"retryMs":…}).
+ *
+ * Subscribe ops apply in the order they were sent, whatever order their token checks end in:
+ * each op is numbered, and one applies only if no later op has applied yet. An op that auth
+ * refuses applies nothing, so the subscription before it stays.
+ *
+ * A GET /v1/ws that is no WebSocket upgrade gets 426 Upgrade Required.
  */
 
 import { pack, unpack } from 'msgpackr';
@@ -20,7 +29,7 @@ import { HoldfastError } from '../errors.js';
 import { hasPrefix } from '../names.js';
 import { type Transport, Waiter } from '../poll/waiter.js';
 import type { AnswerFormat } from '../render.js';
-import { Sent, jitter } from '../respond.js';
+import { type Res, Sent, jitter, sendError, writeCorsHeaders } from '../respond.js';
 import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from '../uws.js';
 import type { ServerContext } from './context.js';
 import { corsOriginFor } from './cors.js';
@@ -40,8 +49,10 @@ interface Socket {
   /** The token given at the upgrade (header or ?token=); an op may bring another. */
   token: string | undefined;
   sub: WsStream | undefined;
-  /** Subscribe ops seen: an op whose token check ends after a newer op is dropped. */
+  /** Subscribe ops received (each op's number). */
   ops: number;
+  /** The number of the op the current subscription came from: an older op never replaces it. */
+  applied: number;
   closed: boolean;
 }
 
@@ -157,16 +168,23 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
     const guarded = token !== undefined && channels.some((ch) => !hasPrefix(ch, config.publicPrefixes));
     const seq = ++socket.ops;
     const replace = (): void => {
-      if (socket.closed || seq !== socket.ops) return; // a newer subscribe op won
+      if (socket.closed || seq < socket.applied) return; // a later op applied first
       if (ctx.state.draining) throw new HoldfastError('draining', 'this server is shutting down; reconnect to another', { retryMs: 1000 });
-      socket.token = token;
-      if (socket.sub) ctx.hub.abort(socket.sub);
       const now = Date.now();
       const tokenExpiresAt = guarded ? (ctx.tokens?.expiresAt(token!) ?? Infinity) : Infinity;
       const endsAt = now + config.streamMaxS * 1000;
       const stream = new WsStream(transport, ws, channels, socket.format, Math.min(endsAt, tokenExpiresAt), tokenExpiresAt, endsAt);
+      const previous = socket.sub;
       socket.sub = stream;
-      ctx.hub.begin(stream, from);
+      try {
+        ctx.hub.begin(stream, from); // throws (503) when the broker is away: nothing changes then
+      } catch (err) {
+        socket.sub = previous;
+        throw err;
+      }
+      socket.applied = seq;
+      socket.token = token;
+      if (previous) ctx.hub.abort(previous);
     };
     // A subscribe that auth refuses changes nothing.
     const pending = authorizeSubscriber(ctx.tokens, config.publicPrefixes, { names: channels, what: 'channel' }, token);
@@ -215,19 +233,21 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
       const key = req.getHeader('sec-websocket-key');
       const protocols = req.getHeader('sec-websocket-protocol');
       const extensions = req.getHeader('sec-websocket-extensions');
-      const token = bearer(req.getHeader('authorization')) ?? single(parseQuery(req.getQuery() ?? ''), 'token');
-      if (ctx.state.draining || (origin !== '' && config.corsOrigins.length > 0 && corsOriginFor(config.corsOrigins, origin) === undefined)) {
-        const draining = ctx.state.draining;
-        res.cork(() => {
-          res.writeStatus(draining ? '503 Service Unavailable' : '403 Forbidden');
-          res.writeHeader('Content-Type', 'application/json');
-          if (draining) res.writeHeader('Retry-After', '1');
-          res.end(JSON.stringify({ error: draining ? { code: 'draining', message: 'this server is shutting down; retry on another' } : { code: 'forbidden', message: 'this origin is not in LP_CORS_ORIGINS' } }) + '\n');
-        });
+      let token: string | undefined;
+      try {
+        token = bearer(req.getHeader('authorization')) ?? single(parseQuery(req.getQuery() ?? ''), 'token');
+        if (ctx.state.draining) throw new HoldfastError('draining', 'this server is shutting down; retry on another', { retryMs: 1000 });
+        if (origin !== '' && config.corsOrigins.length > 0 && corsOriginFor(config.corsOrigins, origin) === undefined) {
+          throw new HoldfastError('forbidden', 'this origin is not in LP_CORS_ORIGINS');
+        }
+      } catch (err) {
+        if (!(err instanceof HoldfastError)) throw err;
+        ctx.metrics.rejected.inc({ reason: err.code });
+        sendError(res as Res, err);
         return;
       }
       const msgpack = protocols.split(',').some((p) => p.trim() === MSGPACK_PROTOCOL);
-      const socket: Socket = { format: msgpack ? 'msgpack' : 'json', token, sub: undefined, ops: 0, closed: false };
+      const socket: Socket = { format: msgpack ? 'msgpack' : 'json', token, sub: undefined, ops: 0, applied: 0, closed: false };
       res.cork(() => res.upgrade(socket, key, msgpack ? MSGPACK_PROTOCOL : '', extensions, context));
     },
     open(ws: Ws) {
@@ -251,4 +271,26 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
       socket.sub = undefined;
     },
   });
+
+  // A plain GET (no Upgrade: websocket) falls through the WebSocket route to here.
+  app.get('/v1/ws', (res: Res, req: HttpRequest) => {
+    if (ctx.config.corsOrigins.length > 0) {
+      const allowed = corsOriginFor(ctx.config.corsOrigins, req.getHeader('origin'));
+      if (allowed !== undefined) res.corsOrigin = allowed;
+    }
+    ctx.metrics.rejected.inc({ reason: 'upgrade_required' });
+    res.cork(() => {
+      res.writeStatus('426 Upgrade Required');
+      res.writeHeader('Upgrade', 'websocket');
+      res.writeHeader('Content-Type', 'application/json');
+      res.writeHeader('Cache-Control', 'no-store');
+      writeCorsHeaders(res);
+      res.end(UPGRADE_REQUIRED);
+    });
+    res.closed = true;
+  });
 }
+
+const UPGRADE_REQUIRED = JSON.stringify({
+  error: { code: 'upgrade_required', message: 'GET /v1/ws is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket), or follow the channels with /v1/sse or /v1/poll' },
+}) + '\n';

@@ -333,7 +333,8 @@ export class PollHub {
     const delivered = this.fit(picked, w.max);
     w.positions = results.map((r, i) => positionAfter(w.channels[i]!, r, from[i]!, delivered));
 
-    if (delivered.length > 0 || gapChannels) {
+    // A stream's first answer goes out even when empty: it tells the client where it starts.
+    if (delivered.length > 0 || gapChannels || (initial && w.transport.streams && !this.draining)) {
       const before = w.format === 'sse' ? results.map((r, i) => positionAfter(w.channels[i]!, r, from[i]!, [])) : w.positions;
       const more = full || delivered.length < picked.length;
       return this.answer(w, before, delivered, gapChannels, gapChannels ? 'gap' : 'messages', false, more);
@@ -426,11 +427,12 @@ export class PollHub {
       this.metrics.slowClosed.inc();
       return;
     }
-    this.metrics.answeredBy[reason].inc();
+    if (!w.transport.streams) this.metrics.answeredBy[reason].inc(); // polls answered, not stream writes
     if (messages.length > 0) {
-      this.metrics.delivered.inc(messages.length);
+      const by = this.metrics.deliveryBy[w.transport.kind];
+      by.delivered.inc(messages.length);
       const now = Date.now();
-      const histogram = live ? this.metrics.deliveryLatency : this.metrics.catchupAge;
+      const histogram = live ? by.latency : by.catchup;
       for (const m of messages) histogram.observe((now - m.time) / 1000);
     }
   }

@@ -63,10 +63,10 @@ eachProfile((profile, env) => {
       const text2 = ((await http(`${s.url}/metrics`)).body as Buffer).toString();
       assert.equal(metricValue(text2, 'holdfast_parked_polls'), 0);
       assert.ok(metricValue(text2, 'holdfast_messages_published_total') >= 1);
-      assert.ok(metricValue(text2, 'holdfast_messages_delivered_total') >= 1);
+      assert.ok(metricValue(text2, 'holdfast_messages_delivered_total{transport="poll"}') >= 1);
       assert.ok(metricValue(text2, 'holdfast_polls_answered_total{reason="messages"}') >= 1);
       assert.ok(metricValue(text2, 'holdfast_rejected_requests_total{reason="not_found"}') >= 1);
-      assert.ok(metricValue(text2, 'holdfast_delivery_latency_seconds_count') >= 1);
+      assert.ok(metricValue(text2, 'holdfast_delivery_latency_seconds_count{transport="poll"}') >= 1);
     });
 
     it('LP_MAX_PARKED: a poll that would park beyond it gets 503 + Retry-After; one with messages is served', async () => {

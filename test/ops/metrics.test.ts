@@ -92,7 +92,7 @@ describe('metrics', () => {
   });
 
   it('live delivery and catch-up reads go to separate histograms', async () => {
-    const count = async (name: string) => samples(await scrape(s.url)).get(`${name}_count`)!;
+    const count = async (name: string) => samples(await scrape(s.url)).get(`${name}_count{transport="poll"}`)!;
     const live0 = await count('holdfast_delivery_latency_seconds');
     const catchup0 = await count('holdfast_catchup_age_seconds');
 

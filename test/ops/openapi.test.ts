@@ -128,7 +128,7 @@ describe('OpenAPI document', () => {
       const refused = await rawGet(cors.port, '/v1/ws', { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', origin: 'http://evil.example' });
       assert.equal(refused.status, 403);
       assert.deepEqual(problemsOf({ method: 'GET', url: `${cors.url}/v1/ws`, ...refused }), []);
-      assert.equal((await http(`${cors.url}/v1/ws`)).status, 404);
+      assert.equal((await http(`${cors.url}/v1/ws`)).status, 426);
     } finally {
       await cors.close();
     }
