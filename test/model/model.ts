@@ -226,6 +226,7 @@ export interface PushRecord {
   readonly key: string;
   readonly id: string;
   readonly value: unknown;
+  readonly sentAt: number;
   state: 'sent' | 'queued' | 'delivered' | 'dropped';
   /** Pushes to this id before it (for the oldest-first check). */
   readonly index: number;
@@ -236,9 +237,13 @@ export class SeedModel {
   constructor(
     readonly id: string,
     readonly limit: number,
+    /** LP_HISTORY_TTL_S in ms: a queued push older than that may be gone. */
+    readonly ttlMs: number,
   ) {}
 
   queued(): PushRecord[] {
+    const old = Date.now() - this.ttlMs + 250;
+    for (const p of this.pushes) if (p.state === 'queued' && p.sentAt <= old) p.state = 'dropped';
     return this.pushes.filter((p) => p.state === 'queued');
   }
 

@@ -112,7 +112,7 @@ export class Run implements ModelView {
   /** Grants the run's seed clientIds; the stranger's grants nothing of this run. */
   seedToken = '';
   strangerToken = '';
-  private base: { v1: number; seed: number }[];
+  private base: { v1: number; seed: number | undefined }[];
   private serial = 0;
   private commandOrder = 0;
   private readonly lines: string[] = [];
@@ -128,7 +128,7 @@ export class Run implements ModelView {
       const conflated = name.startsWith(CONFLATE_PREFIX);
       this.channelModels.set(name, new ChannelModel(name, conflated, name.startsWith(PUBLIC_PREFIX), conflated ? 1 : world.options.historySize));
     }
-    for (const id of this.names.seedIds) this.seeds.set(id, new SeedModel(id, world.options.historySize));
+    for (const id of this.names.seedIds) this.seeds.set(id, new SeedModel(id, world.options.historySize, this.ttlMs));
   }
 
   static async create(world: World, spec: RunSpec, mint: (grants: readonly string[]) => Promise<string>): Promise<Run> {
@@ -146,7 +146,7 @@ export class Run implements ModelView {
     run.seedToken = await mint(run.names.seedIds);
     run.strangerToken = await mint([`other:${tag}*`]);
     run.base.forEach((b, i) => {
-      if (b.v1 + b.seed > 0) run.log(`(server ${i} already held ${b.v1} + ${b.seed} parked polls when this run began)`);
+      if (b.v1 + (b.seed ?? 0) > 0) run.log(`(server ${i} already held ${b.v1} + ${b.seed} parked polls when this run began)`);
     });
     run.log(`run ${tag} on ${world.profile}: ${run.clients.map((c) => `${c.label}=${JSON.stringify(c.channels)}/${c.format}/${c.grants.length ? 'token' : 'public'}`).join(' ')}`);
     return run;
@@ -200,7 +200,7 @@ export class Run implements ModelView {
   newPush(id: string, content: unknown): PushRecord {
     const key = `${this.names.tag}#${++this.serial}`;
     const seed = this.seeds.get(id)!;
-    const rec: PushRecord = { key, id, value: { '#': key, v: content }, state: 'sent', index: seed.pushes.length };
+    const rec: PushRecord = { key, id, value: { '#': key, v: content }, sentAt: Date.now(), state: 'sent', index: seed.pushes.length };
     seed.pushes.push(rec);
     this.pushes.set(key, rec);
     return rec;
@@ -303,7 +303,8 @@ export class Run implements ModelView {
     return this.world.servers.every((s, i) => {
       const held = parkedOn(s);
       const mine = this.outstanding(i);
-      if (held.v1 - this.base[i]!.v1 !== mine.v1 || held.seed - this.base[i]!.seed !== mine.seed) return false;
+      if (held.v1 - this.base[i]!.v1 !== mine.v1) return false;
+      if (held.seed !== undefined && held.seed - (this.base[i]!.seed ?? 0) !== mine.seed) return false;
       // On Redis a seed poll is only sure to hear pushes and disconnects once its queue is watched.
       const seedHub = (s.server.context as unknown as { seed?: { isWatching?(id: string): boolean } }).seed;
       for (const p of this.seedPolls) if (p.server === i && !p.pending.done && seedHub?.isWatching && !seedHub.isWatching(p.id)) return false;
@@ -318,7 +319,7 @@ export class Run implements ModelView {
         const held = parkedOn(s);
         const mine = this.outstanding(i);
         const reading = registeredOn(s) === undefined ? '' : `, ${registeredOn(s)! - held.v1} still reading`;
-        return `server ${i}: parked v1 ${held.v1 - this.base[i]!.v1}${reading} (run has ${mine.v1} outstanding), seed ${held.seed - this.base[i]!.seed} (run has ${mine.seed})`;
+        return `server ${i}: parked v1 ${held.v1 - this.base[i]!.v1}${reading} (run has ${mine.v1} outstanding), seed ${(held.seed ?? NaN) - (this.base[i]!.seed ?? 0)} (run has ${mine.seed})`;
       })
       .join('; ');
     violation(`${what}: the server did not settle within ${SETTLE_LIMIT_MS} ms (a poll neither answered nor parked, or a parked slot leaked): ${detail}`);

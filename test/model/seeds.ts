@@ -31,7 +31,9 @@ function onSeedAnswer(run: Run, p: SeedPoll, reply: Reply | undefined): void {
     if (!sameValue(body.data, rec.value)) violation(`${said}: differs from the pushed ${JSON.stringify(rec.value)}`);
     if (rec.state === 'delivered') violation(`${said}: delivered a second time (each push exactly once)`);
     if (rec.state === 'queued' && !p.concurrent) {
-      const older = run.seeds.get(p.id)!.pushes.find((x) => x.index < rec.index && x.state === 'queued');
+      const seed = run.seeds.get(p.id)!;
+      seed.queued(); // ages out pushes past their TTL
+      const older = seed.pushes.find((x) => x.index < rec.index && x.state === 'queued');
       if (older) violation(`${said}: the older push ${older.key} is still queued (oldest first)`);
     }
     rec.state = 'delivered';
@@ -142,6 +144,7 @@ export async function drainSeeds(run: Run): Promise<void> {
       if (!p.pending.done) violation(`draining ${id}: ${p.label} got nothing within ${WAKE_LIMIT_MS} ms while ${seed.queued().length} pushes are queued`);
       await run.processAnswers();
     }
+    seed.queued(); // ages out pushes past their TTL
     const lost = seed.pushes.filter((x) => x.state === 'queued' || x.state === 'sent');
     if (lost.length > 0) violation(`draining ${id}: acknowledged pushes ${lost.map((x) => x.key).join(', ')} were never delivered (the sentinel came first)`);
   }

@@ -105,10 +105,13 @@ export async function startWorld(profile: ProfileName, options: WorldOptions = D
   };
 }
 
-/** Polls this server holds parked, per API (the accessors the checker relies on). */
-export function parkedOn(s: TestServer): { v1: number; seed: number } {
-  const ctx = s.server.context as unknown as { hub: { parkedCount: number }; seed?: { parkedCount: number } };
-  return { v1: ctx.hub.parkedCount, seed: ctx.seed?.parkedCount ?? 0 };
+/**
+ * Polls this server holds parked, per API: the hub's `parkedCount` (kept by the delivery core
+ * for the gauge) and the seed hub's, when it has one (undefined: seed polls are not counted).
+ */
+export function parkedOn(s: TestServer): { v1: number; seed: number | undefined } {
+  const ctx = s.server.context as unknown as { hub: { parkedCount: number }; seed?: { parkedCount?: number } };
+  return { v1: ctx.hub.parkedCount, seed: ctx.seed?.parkedCount };
 }
 
 /** For a failure message: polls registered (parked or still reading), when the hub says. */
