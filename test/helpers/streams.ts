@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { pack, unpack } from 'msgpackr';
+import calculateSlot from 'cluster-key-slot';
 import { WebSocket } from 'ws';
 import { assertMatchesOpenApi, schemaProblems } from './openapi.js';
 import { until } from './server.js';
@@ -369,4 +370,15 @@ export class WsClient {
 /** Asserts `seqs` is exactly from..to, once each, in order. */
 export function assertRun(seqs: number[], from: number, to: number, what: string): void {
   assert.deepEqual(seqs, Array.from({ length: to - from + 1 }, (_, i) => from + i), what);
+}
+
+/**
+ * `count` channel names starting with `base` that hash to one Redis Cluster slot: channels never
+ * published to read the slot's store epoch, so they stand at the very same (epoch, seq).
+ */
+export function sameSlot(base: string, count: number): string[] {
+  const slot = calculateSlot(`${base}-0`);
+  const out: string[] = [];
+  for (let i = 0; out.length < count; i++) if (calculateSlot(`${base}-${i}`) === slot) out.push(`${base}-${i}`);
+  return out;
 }
