@@ -1,10 +1,12 @@
 /**
  * Real Redis for tests: redis-server processes on free loopback ports, in a temporary
- * directory, killed when the test file ends. No mocks.
+ * directory, killed when the test file ends. No mocks. Besides single servers and a 3-master
+ * Cluster: replicas, Sentinels (Debian's redis-server runs as one with --sentinel), a Cluster
+ * with a replica per master, and SIGSTOP/SIGCONT for a Redis that stops answering.
  */
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +31,8 @@ let prefixes = 0;
 export class RedisServer {
   private proc: ChildProcess | undefined;
   readonly dir: string;
+  /** Everything the process wrote to stdout (its log), for assertions and post-mortems. */
+  log = '';
 
   constructor(
     readonly port: number,
@@ -36,6 +40,26 @@ export class RedisServer {
   ) {
     this.dir = mkdtempSync(join(tmpdir(), `hf-redis-${port}-`));
   }
+
+  /** `host:port` as Sentinel and Cluster name it. */
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  /** The command line; a Sentinel overrides it. */
+  protected args(): string[] {
+    return [
+      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--maxmemory-policy', 'noeviction', '--dir', this.dir, '--protected-mode', 'no', ...this.extraArgs,
+    ];
+  }
+
+  /** The log line that says the process serves. */
+  protected readyMarker = 'Ready to accept connections';
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
@@ -48,26 +72,46 @@ export class RedisServer {
 
   /** Starts redis-server and resolves once it logs that it accepts connections. */
   async start(): Promise<void> {
-    const proc = spawn('redis-server', [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--maxmemory-policy', 'noeviction', '--dir', this.dir, '--protected-mode', 'no', ...this.extraArgs,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn('redis-server', this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     running.add(this);
+    const from = this.log.length;
+    proc.stdout!.on('data', (d: Buffer) => {
+      this.log += d.toString();
+    });
+    proc.stderr!.resume();
     await new Promise<void>((resolve, reject) => {
-      let log = '';
-      const onData = (d: Buffer) => {
-        log += d.toString();
-        if (log.includes('Ready to accept connections')) {
+      const onData = () => {
+        if (this.log.indexOf(this.readyMarker, from) !== -1) {
           proc.stdout!.off('data', onData);
+          proc.off('exit', onExit);
           resolve();
         }
       };
+      const onExit = (code: number | null) => reject(new Error(`redis-server on ${this.port} exited (${code}): ${this.log.slice(-500)}`));
       proc.stdout!.on('data', onData);
-      proc.once('exit', (code) => reject(new Error(`redis-server on ${this.port} exited (${code}): ${log.slice(-500)}`)));
+      proc.once('exit', onExit);
     });
-    proc.stdout!.resume();
-    proc.stderr!.resume();
+  }
+
+  /** Waits (bounded) until the log shows `text` (after what it showed when called, with `fresh`). */
+  async waitForLog(text: string | RegExp, limitMs = 20_000): Promise<void> {
+    const deadline = Date.now() + limitMs;
+    const found = () => (typeof text === 'string' ? this.log.includes(text) : text.test(this.log));
+    while (!found()) {
+      if (Date.now() > deadline) throw new Error(`redis ${this.port} never logged ${text}: ${this.log.slice(-800)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** SIGSTOP: the process keeps its sockets open and answers nothing. */
+  pause(): void {
+    this.proc?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after pause(). */
+  resume(): void {
+    this.proc?.kill('SIGCONT');
   }
 
   /** Stops the server (SIGKILL: no shutdown save) and waits for the process to end. */
@@ -76,11 +120,13 @@ export class RedisServer {
     running.delete(this);
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGCONT');
     proc.kill('SIGKILL');
     await exited;
   }
 
   kill(): void {
+    this.proc?.kill('SIGCONT');
     this.proc?.kill('SIGKILL');
     rmSync(this.dir, { recursive: true, force: true });
   }
@@ -111,23 +157,142 @@ export interface RedisCluster {
   uniquePrefix(): string;
 }
 
-/** A 3-master Redis Cluster on loopback, created with redis-cli --cluster create. */
-export async function startRedisCluster(): Promise<RedisCluster> {
+export interface ClusterOptions {
+  /** Replicas per master (default 0). */
+  replicas?: number;
+  /** cluster-node-timeout in ms (default 2000): how soon a dead master fails over. */
+  nodeTimeoutMs?: number;
+}
+
+/** A 3-master Redis Cluster on loopback (with `replicas` per master), created with redis-cli --cluster create. */
+export async function startRedisCluster(options: ClusterOptions = {}): Promise<RedisCluster> {
+  const replicas = options.replicas ?? 0;
   const servers: RedisServer[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 3 * (1 + replicas); i++) {
     const port = await freePort();
-    servers.push(new RedisServer(port, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '2000']));
+    servers.push(new RedisServer(port, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 2000)]));
   }
   await Promise.all(servers.map((s) => s.start()));
-  const nodes = servers.map((s) => `127.0.0.1:${s.port}`);
-  await run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes']);
-  // Wait (bounded) until every node agrees the cluster is up.
-  const deadline = Date.now() + 20_000;
+  const nodes = servers.map((s) => s.address);
+  await run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', String(replicas), '--cluster-yes']);
+  // Wait (bounded) until every node agrees the cluster is up and every replica is in sync.
+  const deadline = Date.now() + 30_000;
   for (;;) {
     const states = await Promise.all(servers.map((s) => s.cli('cluster', 'info')));
-    if (states.every((s) => s.includes('cluster_state:ok'))) break;
+    const roles = await Promise.all(servers.map((s) => s.cli('info', 'replication')));
+    const replicasUp = roles.filter((r) => r.includes('role:slave') && r.includes('master_link_status:up')).length;
+    if (states.every((s) => s.includes('cluster_state:ok')) && replicasUp === 3 * replicas) break;
     if (Date.now() > deadline) throw new Error(`cluster did not come up: ${states.join(' | ')}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   return { nodes, servers, uniquePrefix: () => servers[0]!.uniquePrefix() };
+}
+
+/** Per server of a cluster: its role and, for a master, the slot ranges it serves (from CLUSTER NODES). */
+export async function clusterLayout(via: RedisServer): Promise<{ address: string; id: string; master: boolean; failed: boolean; slots: [number, number][]; masterId: string }[]> {
+  const text = await via.cli('cluster', 'nodes');
+  return text.split('\n').filter(Boolean).map((line) => {
+    const parts = line.split(' ');
+    const slots: [number, number][] = [];
+    for (const r of parts.slice(8)) {
+      if (r.startsWith('[')) continue; // a slot being migrated
+      const [a, b] = r.split('-').map(Number);
+      slots.push([a!, b ?? a!]);
+    }
+    return {
+      address: parts[1]!.split('@')[0]!,
+      id: parts[0]!,
+      master: parts[2]!.includes('master'),
+      failed: parts[2]!.includes('fail'),
+      slots,
+      masterId: parts[3]!,
+    };
+  });
+}
+
+/** A replica of `primary` (replicaof), started and in sync. */
+export async function startReplica(primary: RedisServer, extraArgs: string[] = []): Promise<RedisServer> {
+  const replica = new RedisServer(await freePort(), ['--replicaof', '127.0.0.1', String(primary.port), ...extraArgs]);
+  await replica.start();
+  await replica.waitForLog('MASTER <-> REPLICA sync: Finished with success');
+  return replica;
+}
+
+/** A Sentinel (redis-server --sentinel) monitoring `primary` under `name`. */
+export class SentinelServer extends RedisServer {
+  protected override readyMarker = '+monitor master';
+
+  constructor(
+    port: number,
+    private readonly name: string,
+    private readonly primary: RedisServer,
+    private readonly quorum: number,
+    private readonly downAfterMs: number,
+  ) {
+    super(port);
+  }
+
+  protected override args(): string[] {
+    // A Sentinel rewrites its config file, so it gets one of its own.
+    const conf = join(this.dir, 'sentinel.conf');
+    writeFileSync(conf, [
+      `port ${this.port}`,
+      'bind 127.0.0.1',
+      'protected-mode no',
+      `dir ${this.dir}`,
+      `sentinel monitor ${this.name} 127.0.0.1 ${this.primary.port} ${this.quorum}`,
+      `sentinel down-after-milliseconds ${this.name} ${this.downAfterMs}`,
+      `sentinel failover-timeout ${this.name} 10000`,
+      `sentinel parallel-syncs ${this.name} 1`,
+      '',
+    ].join('\n'));
+    return [conf, '--sentinel'];
+  }
+
+  /** The primary's address as this Sentinel names it now. */
+  async primaryAddress(): Promise<string> {
+    const reply = await this.cli('sentinel', 'get-master-addr-by-name', this.name);
+    return reply.split('\n').join(':');
+  }
+}
+
+export interface SentinelSet {
+  name: string;
+  primary: RedisServer;
+  replica: RedisServer;
+  sentinels: SentinelServer[];
+  /** REDIS_SENTINELS and REDIS_SENTINEL_NAME for a Holdfast that follows this set. */
+  env(): Record<string, string>;
+}
+
+/**
+ * A primary, one replica and three Sentinels (quorum 2) that fail the primary over
+ * `downAfterMs` after it stops answering.
+ */
+export async function startSentinelSet(options: { downAfterMs?: number; primaryArgs?: string[] } = {}): Promise<SentinelSet> {
+  const name = `hf${process.pid}x${++prefixes}`;
+  // No 5 s wait before a full sync: a replica that (re)joins is in sync at once.
+  const args = ['--repl-diskless-sync-delay', '0', ...(options.primaryArgs ?? [])];
+  const primary = new RedisServer(await freePort(), args);
+  await primary.start();
+  const replica = await startReplica(primary, args);
+  const sentinels: SentinelServer[] = [];
+  for (let i = 0; i < 3; i++) sentinels.push(new SentinelServer(await freePort(), name, primary, 2, options.downAfterMs ?? 1000));
+  await Promise.all(sentinels.map((s) => s.start()));
+  // Every Sentinel must know the replica and the other Sentinels before a failover can work.
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const views = await Promise.all(sentinels.map((s) => s.cli('sentinel', 'master', name)));
+    const ready = views.every((v) => /num-slaves\n1\b/.test(v) && /num-other-sentinels\n2\b/.test(v));
+    if (ready) break;
+    if (Date.now() > deadline) throw new Error(`sentinels did not discover each other: ${views.join(' | ')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    name,
+    primary,
+    replica,
+    sentinels,
+    env: () => ({ REDIS_SENTINELS: sentinels.map((s) => s.address).join(','), REDIS_SENTINEL_NAME: name }),
+  };
 }

@@ -91,6 +91,8 @@ export class RedisBroker implements Broker {
   private pruneTimer: NodeJS.Timeout | undefined;
   /** Sentinel mode: sockets already dropped during this silence. */
   private reconnectedInSilence = false;
+  /** Where the command connection last found the primary. */
+  private primaryAddress = '';
 
   constructor(
     private readonly config: Config,
@@ -120,6 +122,14 @@ export class RedisBroker implements Broker {
     if (!cluster) new ConnectionWatch(this.cmd as Redis, 'command', where, log);
     this.cmd.on('ready', () => void this.onCommandReady());
     this.cmd.on('close', () => this.readinessChanged());
+    // ioredis gives up on a connection in some cases (status "end"): Holdfast never does.
+    this.cmd.on('end', () => {
+      if (this.closed) return;
+      log?.warn({ redis: where }, 'redis command connection ended; connecting it again');
+      setTimeout(() => {
+        if (!this.closed && this.cmd.status === 'end') this.cmd.connect().catch(() => undefined);
+      }, 1000).unref();
+    });
     this.cmd.on('error', (err: Error) => log?.debug({ err: err.message }, 'redis command connection'));
     if (cluster) this.cmd.on('node error', (err: Error, node: string) => log?.warn({ node, err: err.message }, 'redis cluster node unreachable'));
 
@@ -215,6 +225,11 @@ export class RedisBroker implements Broker {
 
   decodeQueueDepth(): number {
     return this.intake.queueDepth();
+  }
+
+  /** The subscriber connections' state, one line each (diagnostics, tests). */
+  describeSubscribers(): string[] {
+    return this.subs.describe();
   }
 
   // ---- channels ----
@@ -376,6 +391,14 @@ export class RedisBroker implements Broker {
   private async onCommandReady(): Promise<void> {
     const again = this.cmdEverReady;
     this.cmdEverReady = true;
+    if (this.kind === 'redis') {
+      // Another address after a reconnect: a failover. The subscribers may still sit on the
+      // old primary (a demoted one keeps relaying, a cut-off one relays nothing): move them.
+      const stream = (this.cmd as Redis).stream as { remoteAddress?: string; remotePort?: number } | undefined;
+      const address = stream?.remoteAddress ? `${stream.remoteAddress}:${stream.remotePort}` : '';
+      if (again && address !== '' && this.primaryAddress !== '' && address !== this.primaryAddress) this.subs.reconnect();
+      if (address !== '') this.primaryAddress = address;
+    }
     if (!again) this.checkEvictionPolicy();
     if (this.durability.enabled) {
       try {

@@ -29,6 +29,9 @@ export function commandOptions(timeoutMs: number): RedisOptions {
     autoResendUnfulfilledCommands: false,
     connectionName: 'holdfast-cmd',
     commandTimeout: timeoutMs,
+    // A primary demoted by a failover answers writes with READONLY: reconnect (through the
+    // sentinels, in Sentinel mode) without re-sending the command (1, not 2).
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
   };
 }
 

@@ -65,6 +65,7 @@ export class SubscriberConnection {
     redis.on(sharded ? 'smessageBuffer' : 'messageBuffer', (channel: Buffer, payload: Buffer) => events.message(channel.toString(), payload));
     redis.on('ready', () => this.onReady());
     redis.on('close', () => this.onClose());
+    redis.on('end', () => this.onEnd());
     redis.on('moved', () => events.suspect());
     redis.on('error', (err: Error) => {
       // Redis 7 unsubscribes us by itself when a slot moves away; ioredis reports the
@@ -80,6 +81,11 @@ export class SubscriberConnection {
 
   get size(): number {
     return this.wanted.size;
+  }
+
+  /** One line about this connection's state (for diagnostics and tests). */
+  describe(): string {
+    return `${this.label}: ${this.redis.status}${this.restoring ? ' restoring' : ''}, wanted ${this.wanted.size}, confirmed ${this.confirmed.size}, in flight ${this.inflight.size}, failed ${this.late.size}, waiting ${this.waiters.size}`;
   }
 
   names(): IterableIterator<string> {
@@ -257,6 +263,16 @@ export class SubscriberConnection {
     for (const n of this.wanted) if (!this.confirmed.has(n) && !this.inflight.has(n) && !this.late.has(n)) this.changedNames.add(n);
     if (this.changedNames.size > 0) this.scheduleFlush();
     if (this.late.size > 0) this.scheduleRetry();
+  }
+
+  /** ioredis gave up on the connection (it does after some failed connects): start it again. */
+  private onEnd(): void {
+    if (this.closed) return;
+    this.log?.warn({ conn: this.label }, 'redis subscriber connection ended; connecting it again');
+    const timer = setTimeout(() => {
+      if (!this.closed && this.redis.status === 'end') this.redis.connect().catch(() => undefined);
+    }, RETRY_FIRST_MS * 10);
+    timer.unref();
   }
 
   private onClose(): void {

@@ -52,6 +52,8 @@ interface Transport {
   resume(): void;
   /** Drops every socket and starts over (their server may be gone without closing them). */
   reconnect(): void;
+  /** One line per connection about its state. */
+  describe(): string[];
   close(): void;
 }
 
@@ -120,6 +122,11 @@ export class SubscriberSet {
     this.transport.reconnect();
   }
 
+  /** One line per connection about its state (for diagnostics and tests). */
+  describe(): string[] {
+    return this.transport.describe();
+  }
+
   close(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.transport.close();
@@ -174,6 +181,10 @@ class PlainTransport implements Transport {
 
   reconnect(): void {
     for (const c of this.conns) c.reconnect();
+  }
+
+  describe(): string[] {
+    return this.conns.map((c) => c.describe());
   }
 
   close(): void {
@@ -255,6 +266,10 @@ class ShardedTransport implements Transport {
 
   reconnect(): void {
     for (const c of this.conns.values()) c.reconnect();
+  }
+
+  describe(): string[] {
+    return [...this.conns.values()].map((c) => c.describe()).concat(this.unplaced.size > 0 ? [`unplaced: ${this.unplaced.size}`] : []);
   }
 
   close(): void {

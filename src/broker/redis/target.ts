@@ -82,10 +82,11 @@ export class RedisTarget {
       ...(c.redisSentinelPassword ? { sentinelPassword: c.redisSentinelPassword } : {}),
       ...(c.redisSentinelTls ? { sentinelTLS: {} } : {}),
       ...(c.redisTls ? { enableTLSForSentinelMode: true } : {}),
-      // Drop the connection as soon as a sentinel announces a failover, instead of waiting for
-      // the old primary to fail a command.
-      failoverDetector: true,
-      // Keep asking the sentinels while none answers (ioredis gives up by default).
+      // Keep asking the sentinels while none answers (ioredis gives up by default). ioredis's
+      // failoverDetector stays off: a failover it reports while a connection is being set up
+      // ends that connection for good (status "end"). A dead primary closes the sockets
+      // anyway, a demoted one answers READONLY (commands.ts reconnects on it), and a silent
+      // one is dropped by the broker (liveness.ts).
       sentinelRetryStrategy: (attempt: number) => Math.min(attempt * 100, 2000),
     });
   }
