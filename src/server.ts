@@ -7,7 +7,7 @@
  */
 
 import { pino, type Logger } from 'pino';
-import { TokenVerifier } from './auth/jwt.js';
+import { createTokenVerifier } from './auth/jwt.js';
 import { PublisherAuth } from './auth/publisher.js';
 import type { Broker, BrokerEvents } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
@@ -51,6 +51,8 @@ export async function createBroker(config: Config, log?: Logger): Promise<Broker
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<HoldfastServer> {
   assertNativeUws();
   const log = options.logger ?? pino({ level: config.logLevel, base: { pid: process.pid } });
+  // Before the broker: a bad key file stops the start-up here.
+  const tokens = createTokenVerifier(config, log);
   const broker = options.broker ?? (await createBroker(config, log));
   const onBug = (err: unknown) => log.error({ err }, 'internal error');
 
@@ -73,7 +75,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     seed,
     metrics,
     publisher: new PublisherAuth(config.publishKey),
-    tokens: config.jwtSecret ? new TokenVerifier(config.jwtSecret, config.jwtLeewayS) : undefined,
+    tokens,
     log,
     state: { draining: false, publishesInFlight: 0 },
     inflightDone() {

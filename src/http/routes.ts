@@ -1,6 +1,5 @@
 /** The route table: every endpoint of the contract, then 404/405 for everything else. */
 
-import { createTokenVerifier } from '../auth/jwt.js';
 import { HoldfastError } from '../errors.js';
 import type { TemplatedApp } from '../uws.js';
 import { channelAdmin } from './channels.js';
@@ -25,10 +24,6 @@ const ALLOWED: ReadonlyArray<[RegExp, string]> = [
 ];
 
 export function registerRoutes(app: TemplatedApp, ctx: ServerContext): void {
-  // Until server.ts builds it with createTokenVerifier (it still builds an HS256-only one from
-  // LP_JWT_SECRET), the verifier for every configured key is made here.
-  (ctx as { tokens: ServerContext['tokens'] }).tokens = createTokenVerifier(ctx.config, ctx.log);
-
   const ops = { duringDrain: true };
   const opsHead = { duringDrain: true, head: true };
   app.get('/v1/poll', handle(ctx, pollHandler(ctx)));
