@@ -215,6 +215,12 @@ export async function startReplica(primary: RedisServer, extraArgs: string[] = [
   const replica = new RedisServer(await freePort(), ['--replicaof', '127.0.0.1', String(primary.port), ...extraArgs]);
   await replica.start();
   await replica.waitForLog('MASTER <-> REPLICA sync: Finished with success');
+  // …and the primary counts it (WAIT only counts replicas it has put online).
+  const deadline = Date.now() + 10_000;
+  while (!(await primary.cli('info', 'replication')).includes(`port=${replica.port},state=online`)) {
+    if (Date.now() > deadline) throw new Error(`the primary on ${primary.port} never put replica ${replica.port} online`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
   return replica;
 }
 

@@ -76,6 +76,7 @@ export class RedisCommands {
     const kind = failureKind(err);
     if (kind === 'timeout') this.gate.timedOut();
     if (kind === 'bug') this.log?.error({ script: name, key, err: err.message }, 'a Redis script failed: this is a bug (answered 500), not an outage');
+    else if (kind === 'refused') this.log?.error({ script: name, key, err: err.message }, 'Redis refused a command for lack of permission: check the ACL of the Redis user');
     else this.log?.debug({ script: name, key, err: err.message }, 'redis command failed');
     return commandFailure(err, name, key, write, this.timeoutMs);
   }

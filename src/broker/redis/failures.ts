@@ -6,6 +6,7 @@
  *               "may have been stored".                                   → 503 + Retry-After
  *   outage      the connection is down, the node is loading, read-only after a failover, the
  *               cluster is resharding or down, out of memory, misconfigured → 503 + Retry-After
+ *   refused     the Redis user lacks a permission (ACL): the operator's to fix  → 503, logged
  *   bug         any other reply error: a script bug or a key of the wrong type. Retrying cannot
  *               help and 503 would hide it as an outage.                  → 500, logged
  */
@@ -13,14 +14,18 @@
 import { BrokerUnavailableError } from '../../errors.js';
 
 /** Reply errors that say Redis cannot serve now, not that the command is wrong. */
-const OUTAGE_REPLY = /^(READONLY|LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|NOREPLICAS|OOM|MISCONF|NOAUTH|WRONGPASS|NOPERM)\b/;
+const OUTAGE_REPLY = /^(READONLY|LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|NOREPLICAS|OOM|MISCONF|NOAUTH|WRONGPASS)\b/;
 /** Errors raised before the command left this process: it was certainly not run. */
 const NOT_SENT = /Stream isn't writeable|enableOfflineQueue|Cluster isn't ready/;
 
-export type FailureKind = 'timeout' | 'outage' | 'bug';
+/** The Redis user may not do this (ACL): the operator's to fix, not a bug in Holdfast. */
+const NO_PERMISSION = /^NOPERM\b|can't publish to the channel|has no permissions/;
+
+export type FailureKind = 'timeout' | 'outage' | 'refused' | 'bug';
 
 export function failureKind(err: Error): FailureKind {
   if (err.message === 'Command timed out') return 'timeout';
+  if (NO_PERMISSION.test(err.message)) return 'refused';
   if (err.name === 'ReplyError' && !OUTAGE_REPLY.test(err.message)) return 'bug';
   return 'outage';
 }
@@ -50,6 +55,8 @@ export function commandFailure(err: Error, script: string, key: string, write: b
           ? `Redis did not answer within LP_REDIS_COMMAND_TIMEOUT_MS (${timeoutMs} ms); the message may have been stored: retry with the same Idempotency-Key`
           : `Redis did not answer within LP_REDIS_COMMAND_TIMEOUT_MS (${timeoutMs} ms); retry shortly`,
       );
+    case 'refused':
+      return new BrokerUnavailableError(`Redis refused the command for lack of permission: check the ACL of the Redis user (${err.message})`);
     case 'outage':
       if (write && !NOT_SENT.test(err.message)) {
         return new BrokerUnavailableError(`Redis failed mid-command (${err.message}); the message may have been stored: retry with the same Idempotency-Key`);
