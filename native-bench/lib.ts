@@ -7,6 +7,7 @@ import net from 'node:net';
 
 export const ROOT = new URL('../', import.meta.url).pathname;
 export const PARK = new URL('./build/park', import.meta.url).pathname;
+export const PUB = new URL('./build/pub', import.meta.url).pathname;
 /** Server on core 0, load on core 1 (when taskset exists and there are 2+ cores). */
 export const PIN = existsSync('/usr/bin/taskset');
 
@@ -22,6 +23,18 @@ export function pinned(core: number, cmd: string, args: string[]): [string, stri
   return PIN ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
 }
 
+/**
+ * How server processes (Holdfast and the Node peers) are started: `wrap` is a command that
+ * runs before node (e.g. valgrind for instruction counts), `slow` stretches start-up waits.
+ */
+export const serverRunner = { wrap: [] as string[], slow: 1 };
+
+/** `node <args>` pinned to core 0, inside serverRunner.wrap when one is set. */
+export function nodeServer(args: string[]): [string, string[]] {
+  const [w, ...wargs] = serverRunner.wrap;
+  return w ? pinned(0, w, [...wargs, process.execPath, ...args]) : pinned(0, process.execPath, args);
+}
+
 export interface Server {
   proc: ChildProcess;
   port: number;
@@ -34,7 +47,7 @@ export async function startHoldfast(env: Record<string, string>, procs = 1, extr
   const port = Number(env.PORT) || (await freePort());
   // The same Node flags as the holdfast bin (src/cli.ts shebang); BENCH_NODE_FLAGS overrides.
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean);
-  const [cmd, args] = pinned(0, process.execPath, [...nodeFlags, `${ROOT}dist/cli.js`, ...extraArgs]);
+  const [cmd, args] = nodeServer([...nodeFlags, `${ROOT}dist/cli.js`, ...extraArgs]);
   const proc = spawn(cmd, args, {
     env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', LP_MAX_PARKED: '1000000', ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -49,7 +62,7 @@ export async function startHoldfast(env: Record<string, string>, procs = 1, extr
   }
   proc.stdout!.resume();
   // Listening is not ready: on Redis the broker connects after the listen socket opens.
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 15_000 * serverRunner.slow;
   while ((await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status, () => 0)) !== 200) {
     if (Date.now() > deadline) throw new Error('holdfast did not become ready (is Redis up?)');
     await new Promise((r) => setTimeout(r, 50));
@@ -86,13 +99,21 @@ export interface ParkRun {
   parked: Promise<void>;
   /** Resolves with each process's summary once answers are in (or its wait ran out). */
   done: Promise<ParkResult[]>;
+  /** With `hold`: lets the load processes close their sockets and exit. */
+  release(): Promise<void>;
 }
 
-/** Runs enough park processes (≤ 19,000 sockets each: the 20,000-file cap) for `n` polls. */
-export function park(port: number, n: number, opts: { channel?: string; prefix?: string; waitS?: number; rate?: number; seed?: boolean; path?: string; dump?: string } = {}): ParkRun {
+/**
+ * Runs enough park processes (≤ 19,000 sockets each: the 20,000-file cap) for `n` polls.
+ * `hold`: the processes keep their sockets open after reporting, until release() (so a
+ * measurement of the server can end before it sees the connections close).
+ */
+export function park(port: number, n: number, opts: { channel?: string; prefix?: string; waitS?: number; rate?: number; seed?: boolean; path?: string; dump?: string; hold?: boolean } = {}): ParkRun {
   const perProc = 19_000;
   const procs: Promise<ParkResult>[] = [];
   const parkedSignals: Promise<void>[] = [];
+  const children: ChildProcess[] = [];
+  const exits: Promise<unknown>[] = [];
   for (let offset = 0; offset < n; offset += perProc) {
     const count = Math.min(perProc, n - offset);
     const args = ['-p', String(port), '-n', String(count), '-w', String(opts.waitS ?? 10), '-r', String(opts.rate ?? 10_000), '-s', '16'];
@@ -101,11 +122,12 @@ export function park(port: number, n: number, opts: { channel?: string; prefix?:
     if (opts.seed) args.push('-S');
     if (opts.path) args.push('-u', opts.path);
     if (opts.dump) args.push('-O', procs.length === 0 ? opts.dump : `${opts.dump}.${procs.length}`);
+    if (opts.hold) args.push('-x');
     const [cmd, a] = pinned(1, PARK, args);
-    const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(cmd, a, { stdio: [opts.hold ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    children.push(p);
     const exited = new Promise<number | null>((resolve) => p.once('exit', resolve));
-    let out = '';
-    p.stdout!.on('data', (d) => (out += d));
+    exits.push(exited);
     parkedSignals.push(new Promise((resolve) => {
       let err = '';
       p.stderr!.on('data', (d) => {
@@ -114,14 +136,36 @@ export function park(port: number, n: number, opts: { channel?: string; prefix?:
       });
       void exited.then(() => resolve());
     }));
-    procs.push(exited.then((code) => {
-      if (code !== 0 || !out.trim()) throw new Error(`park exited ${code} with ${JSON.stringify(out.slice(0, 200))}`);
-      return JSON.parse(out) as ParkResult;
+    // The summary is one line on stdout, written before a holding process waits.
+    procs.push(new Promise<ParkResult>((resolve, reject) => {
+      let out = '';
+      p.stdout!.on('data', (d) => {
+        out += d;
+        if (out.includes('\n')) resolve(JSON.parse(out) as ParkResult);
+      });
+      void exited.then((code) => reject(new Error(`park exited ${code} with ${JSON.stringify(out.slice(0, 200))}`)));
     }));
   }
   const done = Promise.all(procs);
   done.catch(() => undefined); // a load process that fails early is reported when awaited
-  return { parked: Promise.all(parkedSignals).then(() => undefined), done };
+  return {
+    parked: Promise.all(parkedSignals).then(() => undefined),
+    done,
+    release: async () => {
+      for (const c of children) c.stdin?.end();
+      await Promise.all(exits);
+    },
+  };
+}
+
+/** Waits (bounded) until `count()` reaches `n`; returns the last count. */
+export async function waitCount(count: () => Promise<number>, n: number, limitMs = 60_000): Promise<number> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const c = await count();
+    if (c >= n || Date.now() > deadline) return c;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 /** Waits (bounded) until the servers report `n` parked polls in total. */
@@ -136,3 +180,20 @@ export async function waitParked(ports: number[], n: number, limitMs = 60_000): 
 }
 
 export const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Runs native-bench/build/pub on the load core; resolves with its summary. */
+export function pub(port: number, args: string[]): Promise<{ sent: number; ok: number; failed: number; start_us: number; end_us: number }> {
+  return new Promise((resolve, reject) => {
+    const [cmd, a] = pinned(1, PUB, ['-p', String(port), ...args]);
+    const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.once('exit', () => {
+      try {
+        resolve(JSON.parse(out));
+      } catch {
+        reject(new Error(`pub failed: ${out}`));
+      }
+    });
+  });
+}

@@ -14,6 +14,8 @@
  *   -u FORMAT    request path printf format with one %s (channel) or %s%d (prefix, index), e.g.
  *                "/sub/%s" for Nchan; overrides -S and the /v1/poll default
  *   -O FILE      write "<index> <answer_us>" per answered poll (for per-message latency)
+ *   -x           after printing the summary, keep the sockets open until stdin closes (so a
+ *                measurement of the server can end before it sees N connections close)
  *
  * Prints "parked <n>" on stderr once every request is written (orchestrators wait for it),
  * then, when all answers are in or WAIT_S passed, one JSON line on stdout:
@@ -49,16 +51,16 @@ typedef struct {
 } conn_t;
 
 static void usage(void) {
-  fprintf(stderr, "usage: park -p PORT -n N [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-s SOURCES] [-r RATE] [-T TIMEOUT_MS] [-w WAIT_S] [-S] [-u PATH_FMT] [-O FILE]\n");
+  fprintf(stderr, "usage: park -p PORT -n N [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-s SOURCES] [-r RATE] [-T TIMEOUT_MS] [-w WAIT_S] [-S] [-u PATH_FMT] [-O FILE] [-x]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *channel = "bench", *prefix = NULL;
-  int port = 0, n = 0, sources = 8, rate = 10000, timeout_ms = 120000, wait_s = 10, offset = 0, seed = 0;
+  int port = 0, n = 0, sources = 8, rate = 10000, timeout_ms = 120000, wait_s = 10, offset = 0, seed = 0, hold = 0;
   const char *path_fmt = NULL, *dump = NULL;
   int opt;
-  while ((opt = getopt(argc, argv, "H:p:n:c:C:o:s:r:T:w:Su:O:")) != -1) {
+  while ((opt = getopt(argc, argv, "H:p:n:c:C:o:s:r:T:w:Su:O:x")) != -1) {
     switch (opt) {
       case 'H': host = optarg; break;
       case 'p': port = atoi(optarg); break;
@@ -73,6 +75,7 @@ int main(int argc, char **argv) {
       case 'S': seed = 1; break;
       case 'u': path_fmt = optarg; break;
       case 'O': dump = optarg; break;
+      case 'x': hold = 1; break;
       default: usage();
     }
   }
@@ -177,6 +180,10 @@ int main(int argc, char **argv) {
          (long long)(m ? times[0] : 0), (long long)(m ? times[m / 2] : 0),
          (long long)(m ? times[(m * 99) / 100 < m ? (m * 99) / 100 : m - 1] : 0), (long long)(m ? times[m - 1] : 0));
   fflush(stdout);
+  if (hold) {
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {}
+  }
   for (int i = 0; i < n; i++) if (conns[i].fd > 0) close(conns[i].fd);
   return 0;
 }

@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import calculateSlot from 'cluster-key-slot';
-import { PIN, park, pinned, rssKiB, waitParked, freePort } from './lib.js';
+import { PIN, park, pinned, pub, rssKiB, waitCount, waitParked, freePort } from './lib.js';
 import { TARGETS, type Running, type Target } from './targets.js';
 import { renderMarkdown, renderSvg } from './report.js';
 
@@ -103,22 +103,6 @@ function percentiles(xs: number[]): { p50: number; p99: number; max: number } {
   return { p50: at(0.5), p99: at(0.99), max: s[s.length - 1] ?? NaN };
 }
 
-function pub(port: number, args: string[]): Promise<{ sent: number; ok: number; failed: number; start_us: number; end_us: number }> {
-  return new Promise((resolve, reject) => {
-    const [cmd, a] = pinned(1, new URL('./build/pub', import.meta.url).pathname, ['-p', String(port), ...args]);
-    const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout!.on('data', (d) => (out += d));
-    p.once('exit', () => {
-      try {
-        resolve(JSON.parse(out));
-      } catch {
-        reject(new Error(`pub failed: ${out}`));
-      }
-    });
-  });
-}
-
 const rssOf = (r: Running) => r.pids.reduce((a, pid) => a + rssKiB(pid), 0);
 
 // ---- scenarios ----
@@ -134,7 +118,7 @@ async function parkAndFanout(t: Target, r: Running) {
   const before = rssOf(r);
   const run = park(r.port, N_PARK, { channel: 'fan', waitS: 30, path: t.pollPath, dump: join(tmp, 'fan.txt') });
   await run.parked;
-  const serverCount = t.parkedCount ? await waitParked([r.port], N_PARK) : undefined;
+  const serverCount = t.parkedCount ? await waitCount(() => t.parkedCount!(r.port), N_PARK) : undefined;
   await sleep(2000); // hold
   const after = rssOf(r);
   const stillParked = t.parkedCount ? await t.parkedCount(r.port) : undefined;
@@ -165,7 +149,7 @@ async function inbox(t: Target, r: Running) {
   const run = park(r.port, N_INBOX, { prefix, waitS: 60, path: t.pollPath, dump: join(tmp, 'inbox.txt') });
   await run.parked;
   if (t.parkedCount) {
-    const parked = await waitParked([r.port], N_INBOX);
+    const parked = await waitCount(() => t.parkedCount!(r.port), N_INBOX);
     if (parked < N_INBOX) throw new Error(`the server reports ${parked} of ${N_INBOX} polls parked`);
   }
   else await sleep(2000);

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ROOT, freePort, metric, pinned, startHoldfast } from './lib.js';
+import { ROOT, freePort, metric, nodeServer, pinned, startHoldfast } from './lib.js';
 
 export interface Running {
   port: number;
@@ -53,7 +53,7 @@ function holdfast(name: string, redis: boolean): Target {
 
 async function startNode(script: string, env: Record<string, string>): Promise<Running> {
   const port = await freePort();
-  const [cmd, args] = pinned(0, process.execPath, ['--max-semi-space-size=2', script]);
+  const [cmd, args] = nodeServer(['--max-semi-space-size=2', script]);
   const proc = spawn(cmd, args, { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
   return waitListening(proc, port);
 }
@@ -139,6 +139,7 @@ const rawUws: Target = {
   publishPath: (ch, perIndex) => `/v1/publish/${ch}${perIndex ? '%d' : ''}`,
   publishBody: () => BODY,
   supportsFanout: true,
+  parkedCount: async (port) => Number(await (await fetch(`http://127.0.0.1:${port}/parked`)).text()),
 };
 
 export const TARGETS: Target[] = [

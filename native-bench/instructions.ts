@@ -1,0 +1,222 @@
+/**
+ * Instructions per delivery: a figure that does not move with this machine's noise. Each
+ * server runs under valgrind's callgrind, which counts the user-space instructions the server
+ * process executes (kernel work — syscalls, TCP — is not counted, the same for every server).
+ * For each scenario: park N polls (load tools outside valgrind, on the other core), zero the
+ * counters, publish, wait for every answer, dump the counters, and divide by the deliveries.
+ * The load processes keep their sockets until the dump, so closes are not counted.
+ *
+ *   npm run bench:instructions [-- --polls 2000] [--rounds 3] [--warm 2] [--targets a,b]
+ *                              [--only fanout,inbox,batch] [--keep DIR]
+ *
+ *   fanout  one publish answers N polls parked on one channel
+ *   inbox   N channels with one poll each, one publish per channel (16 publisher connections)
+ *   batch   the inbox, published as POST /v1/publish batches of 100 (Holdfast only)
+ *
+ * Warm-up rounds (same size) run first, so the JIT has optimised the hot paths; the median
+ * of the measured rounds is reported. `--keep DIR` keeps each measured dump for
+ * callgrind_annotate (native functions by name; JIT-compiled JavaScript shows as addresses —
+ * profile that with node --cpu-prof).
+ */
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { median, park, pub, serverRunner, waitCount } from './lib.js';
+import { TARGETS, type Running, type Target } from './targets.js';
+
+const argv = process.argv.slice(2);
+const arg = (name: string) => {
+  const i = argv.indexOf(name);
+  return i === -1 ? undefined : argv[i + 1];
+};
+const POLLS = Number(arg('--polls') ?? 2000);
+const ROUNDS = Number(arg('--rounds') ?? 3);
+const WARM = Number(arg('--warm') ?? 2);
+const BATCH = 100;
+const keep = arg('--keep');
+const only = arg('--only')?.split(',') ?? ['fanout', 'inbox', 'batch'];
+const targetNames = arg('--targets')?.split(',') ?? ['holdfast (memory)', 'raw uWS'];
+
+if (!existsSync('/usr/bin/valgrind')) {
+  console.log('valgrind is not installed: apt-get install valgrind');
+  process.exit(0);
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'hf-instr-'));
+serverRunner.wrap = ['valgrind', '--tool=callgrind', `--callgrind-out-file=${dir}/cg.%p`, '--dump-instr=no', '--separate-threads=yes', '--compress-strings=no', '--compress-pos=no'];
+serverRunner.slow = 20;
+if (keep) mkdirSync(keep, { recursive: true });
+
+// vgdb (behind callgrind_control) names its files after LOGNAME and HOST, so both ends need
+// the same values; Holdfast is started with HOST=127.0.0.1 (its listen address) anyway.
+process.env.LOGNAME ??= 'bench';
+process.env.HOST = '127.0.0.1';
+
+function callgrindControl(command: string, pid: number): void {
+  const out = execFileSync('callgrind_control', [command, String(pid)], { encoding: 'utf8' });
+  if (!out.includes('OK')) throw new Error(`callgrind_control ${command} ${pid}: ${out}`);
+}
+
+/** Zeroes the server's counters. */
+function zero(pid: number): void {
+  callgrindControl('-z', pid);
+}
+
+interface Count {
+  /** Every thread of the process: the event loop, and V8's compiler and GC helpers. */
+  all: number;
+  /** The main thread alone: the event loop, where requests are served. */
+  main: number;
+}
+
+/** Dumps the counters (since the last zero), one file per thread, and adds them up. */
+async function dump(pid: number, label: string): Promise<Count> {
+  const before = new Set(readdirSync(dir));
+  callgrindControl('-d', pid);
+  // The process writes the dumps on its own time: wait until every new file is complete (it
+  // ends with its totals) and no more appear.
+  const deadline = Date.now() + 60_000;
+  let totals = new Map<string, number>();
+  for (let stable = 0; stable < 3;) {
+    if (Date.now() > deadline) throw new Error('callgrind wrote no complete dump');
+    await new Promise((r) => setTimeout(r, 200));
+    const files = readdirSync(dir).filter((f) => f.startsWith(`cg.${pid}.`) && !before.has(f));
+    const next = new Map<string, number>();
+    for (const f of files) {
+      const m = /^totals:\s+(\d+)/m.exec(readFileSync(join(dir, f), 'utf8'));
+      if (m) next.set(f, Number(m[1]));
+    }
+    stable = next.size > 0 && next.size === files.length && next.size === totals.size ? stable + 1 : 0;
+    totals = next;
+  }
+  let all = 0;
+  let main = 0;
+  for (const [f, n] of totals) {
+    all += n;
+    if (f.endsWith('-01')) main = n;
+    if (keep) renameSync(join(dir, f), join(keep, `${label}.${f.split('-').pop()}.callgrind`));
+    else rmSync(join(dir, f));
+  }
+  return { all, main };
+}
+
+let round = 0;
+/** Idle instructions per second of the server now measured (timers: the wheel, sweeps, metrics). */
+let idlePerSecond = 0;
+let zeroedAt = 0;
+
+/** Lets the server finish what the last scrape started, then zeroes its counters. */
+async function quietZero(pid: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, 2000));
+  zero(pid);
+  zeroedAt = Date.now();
+}
+
+/**
+ * Dumps and subtracts the idle work of the window: timer-driven work (Holdfast's wheel tick and
+ * channel sweep, the event-loop monitor) runs per second of wall time, and valgrind stretches
+ * the window ~50×, so uncorrected it would be counted as per-delivery work.
+ */
+async function measured(pid: number, label: string): Promise<Count> {
+  const seconds = (Date.now() - zeroedAt) / 1000;
+  const c = await dump(pid, label);
+  const idle = Math.round(idlePerSecond * seconds);
+  return { all: Math.max(0, c.all - idle), main: Math.max(0, c.main - idle) };
+}
+
+/** The server's instructions per second while nothing happens. */
+async function idleRate(pid: number): Promise<number> {
+  await quietZero(pid);
+  await new Promise((r) => setTimeout(r, 5000));
+  const seconds = (Date.now() - zeroedAt) / 1000;
+  const c = await dump(pid, 'idle');
+  return c.all / seconds;
+}
+
+/** One fan-out: N polls on one channel, one publish. */
+async function fanout(t: Target, r: Running, n: number, label?: string) {
+  const ch = `fan${round++}`;
+  const run = park(r.port, n, { channel: ch, waitS: 600, rate: 2000, path: t.pollPath, hold: true });
+  await run.parked;
+  const parked = await waitCount(() => t.parkedCount!(r.port), n, 300_000);
+  if (parked < n) throw new Error(`${t.name}: ${parked} of ${n} parked`);
+  await quietZero(r.pids[0]!);
+  await pub(r.port, ['-n', '1', '-c', '1', '-d', '1', '-u', t.publishPath(ch, false), '-b', t.publishBody(false, '')]);
+  const answered = (await run.done).reduce((a, x) => a + x.answered, 0);
+  const ir = label ? await measured(r.pids[0]!, label) : { all: 0, main: 0 };
+  await run.release();
+  return { deliveries: answered, instructions: ir };
+}
+
+/** One inbox round: N channels, one poll and one publish each; `batch` messages per request. */
+async function inbox(t: Target, r: Running, n: number, label?: string, batch = 1) {
+  const prefix = `in${round++}x`;
+  const run = park(r.port, n, { prefix, waitS: 600, rate: 2000, path: t.pollPath, hold: true });
+  await run.parked;
+  const parked = await waitCount(() => t.parkedCount!(r.port), n, 300_000);
+  if (parked < n) throw new Error(`${t.name}: ${parked} of ${n} parked`);
+  const names = join(dir, 'names.txt');
+  if (batch > 1) writeFileSync(names, Array.from({ length: n }, (_, i) => `${prefix}${i}`).join('\n') + '\n');
+  await quietZero(r.pids[0]!);
+  const args = batch > 1
+    ? ['-n', String(n), '-L', `@${names}`, '-K', String(n), '-B', String(batch), '-c', '4', '-d', '1']
+    : ['-n', String(n), '-c', '16', '-d', '1', '-u', t.publishPath(prefix, true), '-b', t.publishBody(true, prefix)];
+  const sent = await pub(r.port, args);
+  if (sent.failed > 0 || sent.ok < n) throw new Error(`${t.name}: ${sent.ok} of ${n} published`);
+  const answered = (await run.done).reduce((a, x) => a + x.answered, 0);
+  const ir = label ? await measured(r.pids[0]!, label) : { all: 0, main: 0 };
+  await run.release();
+  return { deliveries: answered, instructions: ir };
+}
+
+const SCENARIOS: Record<string, (t: Target, r: Running, n: number, label?: string) => Promise<{ deliveries: number; instructions: Count }>> = {
+  fanout,
+  inbox: (t, r, n, label) => inbox(t, r, n, label),
+  batch: (t, r, n, label) => inbox(t, r, n, label, BATCH),
+};
+
+const results: Record<string, Record<string, { perDelivery: number; mainPerDelivery: number; rounds: Count[]; deliveries: number; idlePerSecond: number }>> = {};
+console.log(`instructions per delivery (callgrind): ${POLLS} polls, ${WARM} warm-up + ${ROUNDS} measured rounds; load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+for (const name of targetNames) {
+  const t = TARGETS.find((x) => x.name === name);
+  if (!t) throw new Error(`no target ${name}: ${TARGETS.map((x) => x.name).join(', ')}`);
+  if (t.needsRedis) throw new Error(`${name} needs Redis: not supported here`);
+  for (const scenario of only) {
+    if (scenario === 'batch' && !t.name.startsWith('holdfast')) continue;
+    const r = await t.start(undefined);
+    try {
+      for (let i = 0; i < WARM; i++) await SCENARIOS[scenario]!(t, r, POLLS);
+      idlePerSecond = await idleRate(r.pids[0]!);
+      const per: Count[] = [];
+      for (let i = 0; i < ROUNDS; i++) {
+        const label = `${t.name.replace(/\W+/g, '-')}-${scenario}-${i}`;
+        const m = await SCENARIOS[scenario]!(t, r, POLLS, label);
+        if (m.deliveries !== POLLS) throw new Error(`${t.name} ${scenario}: ${m.deliveries} of ${POLLS} answered`);
+        per.push({ all: Math.round(m.instructions.all / m.deliveries), main: Math.round(m.instructions.main / m.deliveries) });
+      }
+      const row = { perDelivery: median(per.map((p) => p.all)), mainPerDelivery: median(per.map((p) => p.main)), rounds: per, deliveries: POLLS, idlePerSecond: Math.round(idlePerSecond) };
+      (results[scenario] ??= {})[t.name] = row;
+      console.log(`${t.name} ${scenario}: ${row.perDelivery.toLocaleString('en')} instructions per delivery, ${row.mainPerDelivery.toLocaleString('en')} on the main thread (rounds ${per.map((p) => `${p.all}/${p.main}`).join(', ')}; idle ${row.idlePerSecond.toLocaleString('en')}/s subtracted)`);
+    } finally {
+      await r.stop();
+    }
+  }
+}
+rmSync(dir, { recursive: true, force: true });
+
+const lines = ['| scenario | ' + targetNames.join(' | ') + ' | ' + targetNames.slice(0, -1).map((n) => `${n} / ${targetNames.at(-1)}`).join(' | ') + ' |'];
+lines.push('|---|' + targetNames.map(() => '---').join('|') + '|' + targetNames.slice(0, -1).map(() => '---').join('|') + '|');
+for (const [key, what] of [['perDelivery', 'all threads'], ['mainPerDelivery', 'main thread']] as const) {
+  for (const [scenario, rows] of Object.entries(results)) {
+    const ref = rows[targetNames.at(-1)!]?.[key];
+    const cells = targetNames.map((n) => (rows[n] ? rows[n]![key].toLocaleString('en') : '–'));
+    const ratios = targetNames.slice(0, -1).map((n) => (rows[n] && ref ? `${(rows[n]![key] / ref).toFixed(2)}×` : '–'));
+    lines.push(`| ${scenario} (${what}) | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+  }
+}
+console.log('\n' + lines.join('\n'));
+const out = new URL(`./results/instructions-${new Date().toISOString().slice(0, 10)}.json`, import.meta.url);
+writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), polls: POLLS, rounds: ROUNDS, warm: WARM, load: loadavg(), results }, null, 2));
+console.log(`written: native-bench/results/${out.pathname.split('/').pop()}`);
