@@ -124,16 +124,22 @@ export class PollHub {
         this.registry.unpark(w);
         return;
       case WaiterState.Writing:
+        // Off the wheel while the answer is written: most writes finish at once. One that
+        // cannot is given LP_WRITE_TIMEOUT_MS (armWriteDeadline), then the wheel closes it.
         this.registry.remove(w);
-        // Give the socket LP_WRITE_TIMEOUT_MS to take the answer; the wheel closes it otherwise.
-        w.deadline = this.now() + this.config.writeTimeoutMs;
-        this.wheel.add(w);
+        this.wheel.remove(w);
         return;
       case WaiterState.Done:
         if (from !== WaiterState.Writing) this.registry.remove(w);
         this.wheel.remove(w);
         return;
     }
+  }
+
+  /** A poll's answer waits for its socket to drain: the wheel closes it after LP_WRITE_TIMEOUT_MS. */
+  private armWriteDeadline(w: Waiter): void {
+    w.deadline = this.now() + this.config.writeTimeoutMs;
+    this.wheel.add(w);
   }
 
   // ---- notifications from the broker ----
@@ -420,7 +426,10 @@ export class PollHub {
     } else {
       this.setState(w, WaiterState.Writing);
       sent = w.transport.write(w, body);
-      if (sent !== Sent.Pending && w.state === WaiterState.Writing) this.setState(w, WaiterState.Done);
+      if (w.state === WaiterState.Writing) {
+        if (sent === Sent.Pending) this.armWriteDeadline(w);
+        else this.setState(w, WaiterState.Done);
+      }
     }
     if (sent === Sent.Gone) return;
     if (sent === Sent.SlowClosed) {

@@ -30,7 +30,10 @@ export const enum WaiterState {
   Setup,
   /** Waiting for a message, its deadline, or a drain. */
   Parked,
-  /** A poll answered; its socket has not taken the whole body yet (LP_WRITE_TIMEOUT_MS). */
+  /**
+   * A poll answered: off the registry and the wheel while its body is written; back on the
+   * wheel at LP_WRITE_TIMEOUT_MS when its socket could not take the whole body at once.
+   */
   Writing,
   Done,
 }
@@ -42,9 +45,11 @@ const ALLOWED: readonly (readonly WaiterState[])[] = [
   /* Writing */ [WaiterState.Done],
   /* Done    */ [],
 ];
+/** The same table as bit masks (checked on every answer). */
+const ALLOWED_MASKS: readonly number[] = ALLOWED.map((tos) => tos.reduce((mask, to) => mask | (1 << to), 0));
 
 export function canMove(from: WaiterState, to: WaiterState): boolean {
-  return ALLOWED[from]!.includes(to);
+  return ((ALLOWED_MASKS[from]! >>> to) & 1) === 1;
 }
 
 const STATE_NAMES = ['Setup', 'Parked', 'Writing', 'Done'];
