@@ -74,7 +74,7 @@ describe('holdfast/client', () => {
       last = res.clone();
       return res;
     };
-    const sub = subscribe({ url: s.url, channels: [ch], cursor: 'earliest', holdMs: 1000, clock, fetch: replaying, onMessage: (m) => got.push(m) });
+    const sub = subscribe({ transport: 'poll', url: s.url, channels: [ch], cursor: 'earliest', holdMs: 1000, clock, fetch: replaying, onMessage: (m) => got.push(m) });
     await drive(clock, () => got.length >= 3, 'history delivered');
     await publish(s.url, ch, 4);
     await drive(clock, () => got.length >= 4, 'live message delivered');
@@ -92,7 +92,7 @@ describe('holdfast/client', () => {
     const clock = new FakeClock();
     const got: number[] = [];
     const gaps: string[][] = [];
-    const sub = subscribe({ url: s.url, channels: [ch], cursor: start, clock, onMessage: (m) => got.push(m.seq), onGap: (c) => gaps.push(c) });
+    const sub = subscribe({ transport: 'poll', url: s.url, channels: [ch], cursor: start, clock, onMessage: (m) => got.push(m.seq), onGap: (c) => gaps.push(c) });
     await drive(clock, () => got.length >= 5, 'retained delivered');
     sub.stop();
     assert.deepEqual(gaps, [[ch]]);
@@ -105,7 +105,7 @@ describe('holdfast/client', () => {
     for (const random of [() => 0.999999, () => 0]) {
       const clock = new FakeClock(random);
       const statuses: [Status, number | undefined][] = [];
-      const sub = subscribe({
+      const sub = subscribe({ transport: 'poll',
         url: `http://127.0.0.1:${port}`, channels: ['x'], clock, backoff: { baseMs: 100, capMs: 1000 },
         onMessage: () => undefined, onError: () => undefined,
         onStatus: (st, d) => statuses.push([st, d.delayMs]),
@@ -129,7 +129,7 @@ describe('holdfast/client', () => {
       await until(() => full.server.context.hub.parkedCount === 1, 'one parked');
       const clock = new FakeClock();
       const statuses: [Status, number | undefined][] = [];
-      const sub = subscribe({ url: full.url, channels: ['c'], clock, onMessage: () => undefined, onStatus: (st, d) => statuses.push([st, d.delayMs]) });
+      const sub = subscribe({ transport: 'poll', url: full.url, channels: ['c'], clock, onMessage: () => undefined, onStatus: (st, d) => statuses.push([st, d.delayMs]) });
       await drive(clock, () => statuses.some(([st]) => st === 'reconnecting'), 'a 503');
       sub.stop();
       const delay = statuses.find(([st]) => st === 'reconnecting')![1]!;
@@ -152,7 +152,7 @@ describe('holdfast/client', () => {
       let calls = 0;
       const clock = new FakeClock();
       const got: unknown[] = [];
-      const sub = subscribe({ url: auth.url, channels: ['inbox:1'], cursor: 'earliest', clock, getToken: () => tokens[Math.min(calls++, 1)]!, onMessage: (m) => got.push(m.data), onError: () => undefined });
+      const sub = subscribe({ transport: 'poll', url: auth.url, channels: ['inbox:1'], cursor: 'earliest', clock, getToken: () => tokens[Math.min(calls++, 1)]!, onMessage: (m) => got.push(m.data), onError: () => undefined });
       await publish(auth.url, 'inbox:1', 'for you');
       await drive(clock, () => got.length === 1, 'delivered after refresh');
       sub.stop();
@@ -166,7 +166,7 @@ describe('holdfast/client', () => {
   it('setChannels keeps the place on kept channels; stop() aborts the poll and leaves no timer', async () => {
     const clock = new FakeClock();
     const got: string[] = [];
-    const sub = subscribe({ url: s.url, channels: ['k-a'], clock, onMessage: (m) => got.push(`${m.ch}:${m.data}`) });
+    const sub = subscribe({ transport: 'poll', url: s.url, channels: ['k-a'], clock, onMessage: (m) => got.push(`${m.ch}:${m.data}`) });
     await drive(clock, () => s.server.context.hub.registry.countOn('k-a') === 1, 'parked on k-a');
     await publish(s.url, 'k-a', 1);
     await drive(clock, () => got.length === 1, 'first');
@@ -193,7 +193,7 @@ describe('holdfast/client', () => {
       return fetch(input, init);
     };
     const got: unknown[] = [];
-    const sub = subscribe({ url: s.url, channels: ['st-quiet'], holdMs: 30_000, clock, fetch: recording, onMessage: (m) => got.push(m.data), onStatus: (st) => statuses.push(st) });
+    const sub = subscribe({ transport: 'poll', url: s.url, channels: ['st-quiet'], holdMs: 30_000, clock, fetch: recording, onMessage: (m) => got.push(m.data), onStatus: (st) => statuses.push(st) });
     assert.deepEqual(statuses, [], 'nothing is said before subscribe() returns');
     await Promise.resolve();
     assert.deepEqual(statuses, ['connecting'], 'connecting at once, before any request');
@@ -226,7 +226,7 @@ describe('holdfast/client', () => {
       }
       return fetch(input, init);
     };
-    const sub = subscribe({ url: s.url, channels: ['st-flaky'], holdMs: 20_000, clock, fetch: flaky, onMessage: () => undefined, onError: () => undefined, onStatus: (st) => statuses.push(st) });
+    const sub = subscribe({ transport: 'poll', url: s.url, channels: ['st-flaky'], holdMs: 20_000, clock, fetch: flaky, onMessage: () => undefined, onError: () => undefined, onStatus: (st) => statuses.push(st) });
     await drive(clock, () => statuses.includes('connected'), 'connected');
     await drive(clock, () => s.server.context.hub.registry.countOn('st-flaky') === 1 && asked.length === 2, 'parked for the long hold');
     failNext = true;

@@ -233,6 +233,9 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
       const key = req.getHeader('sec-websocket-key');
       const protocols = req.getHeader('sec-websocket-protocol');
       const extensions = req.getHeader('sec-websocket-extensions');
+      // uWS would upgrade any GET with a Sec-WebSocket-Key; a proxy that dropped the hop-by-hop
+      // Upgrade header cannot relay a WebSocket, so that request gets the plain GET's 426.
+      if (req.getHeader('upgrade').toLowerCase() !== 'websocket') return upgradeRequired(ctx, res as Res, origin);
       let token: string | undefined;
       try {
         token = bearer(req.getHeader('authorization')) ?? single(parseQuery(req.getQuery() ?? ''), 'token');
@@ -272,23 +275,26 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
     },
   });
 
-  // A plain GET (no Upgrade: websocket) falls through the WebSocket route to here.
-  app.get('/v1/ws', (res: Res, req: HttpRequest) => {
-    if (ctx.config.corsOrigins.length > 0) {
-      const allowed = corsOriginFor(ctx.config.corsOrigins, req.getHeader('origin'));
-      if (allowed !== undefined) res.corsOrigin = allowed;
-    }
-    ctx.metrics.rejected.inc({ reason: 'upgrade_required' });
-    res.cork(() => {
-      res.writeStatus('426 Upgrade Required');
-      res.writeHeader('Upgrade', 'websocket');
-      res.writeHeader('Content-Type', 'application/json');
-      res.writeHeader('Cache-Control', 'no-store');
-      writeCorsHeaders(res);
-      res.end(UPGRADE_REQUIRED);
-    });
-    res.closed = true;
+  // A plain GET (no Sec-WebSocket-Key) falls through the WebSocket route to here.
+  app.get('/v1/ws', (res: Res, req: HttpRequest) => upgradeRequired(ctx, res, req.getHeader('origin')));
+}
+
+/** 426: this path is a WebSocket endpoint. */
+function upgradeRequired(ctx: ServerContext, res: Res, origin: string): void {
+  if (ctx.config.corsOrigins.length > 0) {
+    const allowed = corsOriginFor(ctx.config.corsOrigins, origin);
+    if (allowed !== undefined) res.corsOrigin = allowed;
+  }
+  ctx.metrics.rejected.inc({ reason: 'upgrade_required' });
+  res.cork(() => {
+    res.writeStatus('426 Upgrade Required');
+    res.writeHeader('Upgrade', 'websocket');
+    res.writeHeader('Content-Type', 'application/json');
+    res.writeHeader('Cache-Control', 'no-store');
+    writeCorsHeaders(res);
+    res.end(UPGRADE_REQUIRED);
   });
+  res.closed = true;
 }
 
 const UPGRADE_REQUIRED = JSON.stringify({

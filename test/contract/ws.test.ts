@@ -7,9 +7,8 @@
  * LP_STREAM_MAX_S), the upgrade refusals, and two cases across transports: one cursor carried
  * poll → SSE → WebSocket → poll, and forty channels at one seq woken in one flush while polls,
  * SSE streams and sockets share their position groups.
- *
- * Servers here are reached directly (VIA=direct): the recommended nginx configuration does not
- * relay WebSocket upgrades (the browser suite covers a proxy that refuses them).
+ * With HOLDFAST_VIA=nginx the sockets go through the recommended nginx configuration, which
+ * relays upgrades (test/client-transports.test.ts and the browser suite cover proxies that do not).
  */
 
 import assert from 'node:assert/strict';
@@ -51,7 +50,7 @@ eachProfile((profile, env) => {
   describe(`WebSocket /v1/ws [${profile.name}]`, () => {
     let s: TestServer;
     before(async () => {
-      s = await startTestServer({ ...env(), VIA: 'direct', LP_JWT_SECRET: SECRET, LP_JWT_LEEWAY_S: '0', LP_PUBLIC_PREFIXES: 'pub', LP_HISTORY_SIZE: '50' });
+      s = await startTestServer({ ...env(), LP_JWT_SECRET: SECRET, LP_JWT_LEEWAY_S: '0', LP_PUBLIC_PREFIXES: 'pub', LP_HISTORY_SIZE: '50' });
     });
     after(async () => {
       closeStreams();
@@ -126,6 +125,11 @@ eachProfile((profile, env) => {
       assert.equal(plain.headers.get('upgrade'), 'websocket');
       assert.equal(plain.headers.get('cache-control'), 'no-store');
       assert.equal(plain.body.error.code, 'upgrade_required');
+      // A proxy that dropped the hop-by-hop Upgrade header but relayed Sec-WebSocket-Key cannot
+      // carry a WebSocket: 426, not 101.
+      const dropped = await rawUpgrade(s.port, '/v1/ws', { upgrade: undefined, connection: 'keep-alive' });
+      assert.equal(dropped.status, 426);
+      assertMatchesOpenApi({ method: 'GET', url: `${s.url}/v1/ws`, ...dropped });
       const post = await http(`${s.url}/v1/ws`, { method: 'POST', body: 'x', headers: { 'content-type': 'text/plain' } });
       assert.equal(post.status, 405);
       assert.equal(post.headers.get('allow'), 'GET');
@@ -188,7 +192,7 @@ eachProfile((profile, env) => {
       assert.equal(other.closeCode, 4001);
       assert.match(other.closeReason, /token/);
       // On a server without tokens, a token op is a bad op.
-      const open = await startTestServer({ ...env(), VIA: 'direct' });
+      const open = await startTestServer(env());
       try {
         const plain = await WsClient.connect(open.url);
         plain.send({ op: 'token', token: 'x' });
@@ -279,7 +283,7 @@ eachProfile((profile, env) => {
     });
 
     it('a reader that stops reading is closed with 1013; it resumes from its last cursor with nothing repeated or skipped', async () => {
-      const slow = await startTestServer({ ...env(), VIA: 'direct', LP_MAX_BACKPRESSURE: '65536', LP_MAX_BODY_BYTES: '1048576', LP_HISTORY_SIZE: '1000' });
+      const slow = await startTestServer({ ...env(), LP_MAX_BACKPRESSURE: '65536', LP_MAX_BODY_BYTES: '1048576', LP_HISTORY_SIZE: '1000' });
       try {
         const ch = fresh('slow-');
         const ws = await WsClient.connect(slow.url);
@@ -311,7 +315,7 @@ eachProfile((profile, env) => {
     });
 
     it('LP_STREAM_MAX_S and the drain close with 1012 and a jittered retry hint', async () => {
-      const short = await startTestServer({ ...env(), VIA: 'direct', LP_STREAM_MAX_S: '10' });
+      const short = await startTestServer({ ...env(), LP_STREAM_MAX_S: '10' });
       try {
         const ch = fresh('max-');
         const t0 = Date.now();
@@ -433,12 +437,11 @@ eachProfile((profile, env) => {
 });
 
 /** A WebSocket upgrade request the server refuses: status, headers and body. */
-function rawUpgrade(port: number, path: string): Promise<{ status: number; headers: Headers; body: Buffer }> {
+function rawUpgrade(port: number, path: string, change: Record<string, string | undefined> = {}): Promise<{ status: number; headers: Headers; body: Buffer }> {
+  const headers: Record<string, string | undefined> = { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', ...change };
+  for (const k of Object.keys(headers)) if (headers[k] === undefined) delete headers[k];
   return new Promise((resolve, reject) => {
-    const req = http1.request({
-      host: '127.0.0.1', port, path, agent: false,
-      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
-    }, (res) => {
+    const req = http1.request({ host: '127.0.0.1', port, path, agent: false, headers: headers as Record<string, string> }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -56,14 +56,17 @@ export function snippetFor(upstreamPort: number, port: number, snippet = readFil
   return snippet.replace(UPSTREAM_LINE, `server 127.0.0.1:${upstreamPort};`).replace(LISTEN_LINE, `listen 127.0.0.1:${port};`);
 }
 
-/** Starts nginx in front of a Holdfast on `upstreamPort`; resolves once it accepts connections. */
-export async function startNginx(upstreamPort: number): Promise<Nginx> {
+/**
+ * Starts nginx in front of a Holdfast on `upstreamPort` (with `snippet` instead of the
+ * recommended configuration, when given); resolves once it accepts connections.
+ */
+export async function startNginx(upstreamPort: number, snippet?: string): Promise<Nginx> {
   const dir = mkdtempSync(join(tmpdir(), 'hf-nginx-'));
   // Run as root, nginx's worker drops to an unprivileged user: it must reach its temp folders.
   chmodSync(dir, 0o755);
   for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub), { mode: 0o777 });
   const port = await freePort();
-  writeFileSync(join(dir, 'holdfast.conf'), snippetFor(upstreamPort, port));
+  writeFileSync(join(dir, 'holdfast.conf'), snippetFor(upstreamPort, port, snippet));
   writeFileSync(
     join(dir, 'nginx.conf'),
     [

@@ -13,11 +13,13 @@
  */
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { pack, unpack } from 'msgpackr';
 import calculateSlot from 'cluster-key-slot';
 import { WebSocket } from 'ws';
+import { RECOMMENDED_CONF } from './nginx.js';
 import { assertMatchesOpenApi, schemaProblems } from './openapi.js';
 import { until } from './server.js';
 
@@ -381,4 +383,28 @@ export function sameSlot(base: string, count: number): string[] {
   const out: string[] = [];
   for (let i = 0; out.length < count; i++) if (calculateSlot(`${base}-${i}`) === slot) out.push(`${base}-${i}`);
   return out;
+}
+
+/**
+ * Proxies that break streams the way real ones do, made from the recommended nginx
+ * configuration (test/proxy/nginx-holdfast.conf):
+ * - `no-upgrade`: relays no `Upgrade` (as many corporate proxies): a WebSocket handshake
+ *   reaches Holdfast as a plain GET (426) and fails;
+ * - `buffering`: that, and it buffers answers (`proxy_buffering on`, ignoring X-Accel-Buffering
+ *   as proxies that do not know it do) and compresses them: an event stream arrives late or
+ *   never; whole answers (polls) pass.
+ */
+export function proxyConfig(kind: 'no-upgrade' | 'buffering'): string {
+  let conf = readFileSync(RECOMMENDED_CONF, 'utf8');
+  const swap = (from: string, to: string) => {
+    if (conf.split(from).length !== 2) throw new Error(`${RECOMMENDED_CONF.pathname} must contain "${from}" once`);
+    conf = conf.replace(from, to);
+  };
+  swap('proxy_set_header Connection $holdfast_connection;', 'proxy_set_header Connection "";');
+  swap('proxy_set_header Upgrade $http_upgrade;', '');
+  conf = conf.replace(/^\s*proxy_set_header Sec-WebSocket-\S+ \S+;\n/gm, '');
+  // nginx alone still relays each read at once; compressing what it buffers holds events back
+  // until a compression buffer fills, as compressing and scanning proxies do.
+  if (kind === 'buffering') swap('proxy_buffering off;', 'proxy_buffering on; proxy_ignore_headers X-Accel-Buffering; gzip on; gzip_types text/event-stream; gzip_min_length 0;');
+  return conf;
 }
