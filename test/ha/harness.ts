@@ -119,6 +119,12 @@ export class Follower {
     this.loop = this.run();
   }
 
+  /** Goes on following from where it stopped (after drainUntil or stop). */
+  resume(): void {
+    this.stopped = false;
+    this.loop = this.run();
+  }
+
   private async run(): Promise<void> {
     while (!this.stopped) {
       let r: { status: number; body: PollBody } | undefined;

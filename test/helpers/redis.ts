@@ -50,6 +50,11 @@ export class RedisServer {
     return this.proc?.pid;
   }
 
+  /** The process runs (started, not exited). */
+  get alive(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
   /** The command line; a Sentinel overrides it. */
   protected args(): string[] {
     return [

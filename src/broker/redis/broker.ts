@@ -131,7 +131,16 @@ export class RedisBroker implements Broker {
       }, 1000).unref();
     });
     this.cmd.on('error', (err: Error) => log?.debug({ err: err.message }, 'redis command connection'));
-    if (cluster) this.cmd.on('node error', (err: Error, node: string) => log?.warn({ node, err: err.message }, 'redis cluster node unreachable'));
+    if (cluster) {
+      // ioredis reports a node it cannot reach on every slot refresh: once per node per 5 s is enough.
+      const lastWarned = new Map<string, number>();
+      this.cmd.on('node error', (err: Error, node: string) => {
+        const now = Date.now();
+        if (now - (lastWarned.get(node) ?? 0) < 5000) return;
+        lastWarned.set(node, now);
+        log?.warn({ node, err: err.message }, 'redis cluster node unreachable');
+      });
+    }
 
     this.commands = new RedisCommands(this.cmd, cluster, { refusal: () => this.refusal(), timedOut: () => this.liveness.timedOut() }, timeoutMs, log);
     this.intake = new NotificationIntake(config, this.keys, () => this.events, log);
