@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.js';
+import { CONFIG_VARIABLES, ConfigError, loadConfig, redisMode } from '../src/config.js';
 
 const BAD: [variable: string, value: string, allowed: RegExp][] = [
   ['PORT', 'http', /an integer from 0 to 65535/],
@@ -12,6 +12,15 @@ const BAD: [variable: string, value: string, allowed: RegExp][] = [
   ['HOST', '', /an IP address or host name/],
   ['REDIS_URL', 'localhost:6379', /redis:\/\/ or rediss:\/\//],
   ['REDIS_CLUSTER_NODES', 'a:1,b', /host:port/],
+  ['REDIS_SENTINELS', '10.0.0.1', /host:port/],
+  ['REDIS_SENTINEL_NAME', 'my primary', /up to 128 characters/],
+  ['REDIS_SENTINEL_TLS', 'sometimes', /one of 1, 0, true, false/],
+  ['REDIS_TLS', 'on-ish', /one of 1, 0, true, false/],
+  ['LP_REDIS_COMMAND_TIMEOUT_MS', '5', /from 10 to 600000/],
+  ['LP_REDIS_COMMAND_TIMEOUT_MS', '1s', /integer/],
+  ['LP_REDIS_WAIT_REPLICAS', '-1', /from 0 to 64/],
+  ['LP_REDIS_WAIT_AOF', 'always', /one of 1, 0, true, false/],
+  ['LP_REDIS_LOSS_WINDOW_S', '7200', /from 0 to 3600/],
   ['LP_REDIS_PREFIX', 'has space', /up to 64 characters/],
   ['LP_REDIS_SUBSCRIBERS', '0', /from 1 to 64/],
   ['LP_UNSUBSCRIBE_LINGER_MS', '-1', /from 0 to/],
@@ -88,6 +97,51 @@ describe('config', () => {
   it('refuses REDIS_URL together with REDIS_CLUSTER_NODES', () => {
     assert.throws(() => loadConfig({ REDIS_URL: 'redis://a:1', REDIS_CLUSTER_NODES: 'b:2' }), /choose one/);
   });
+
+  it('Redis defaults: 3 s command timeout, no synchronous durability, a 30 s lost-writes window', () => {
+    const c = loadConfig({});
+    assert.equal(c.redisCommandTimeoutMs, 3000);
+    assert.equal(c.redisWaitReplicas, 0);
+    assert.equal(c.redisWaitAof, false);
+    assert.equal(c.redisLossWindowS, 30);
+    assert.deepEqual(c.redisSentinels, []);
+    assert.equal(c.redisSentinelName, undefined);
+  });
+
+  it('Sentinel mode: REDIS_SENTINELS with REDIS_SENTINEL_NAME, credentials and TLS for the nodes and the sentinels', () => {
+    const c = loadConfig({ REDIS_SENTINELS: '10.0.0.1:26379, 10.0.0.2:26379', REDIS_SENTINEL_NAME: 'mymaster', REDIS_PASSWORD: 'pw', REDIS_USERNAME: 'hf', REDIS_TLS: '1', REDIS_SENTINEL_PASSWORD: 'spw', REDIS_SENTINEL_TLS: 'yes', LP_REDIS_WAIT_REPLICAS: '1' });
+    assert.equal(redisMode(c), 'sentinel');
+    assert.deepEqual(c.redisSentinels, ['10.0.0.1:26379', '10.0.0.2:26379']);
+    assert.equal(c.redisSentinelName, 'mymaster');
+    assert.equal(c.redisPassword, 'pw');
+    assert.equal(c.redisTls, true);
+    assert.equal(c.redisSentinelTls, true);
+    assert.equal(redisMode(loadConfig({ REDIS_URL: 'redis://a:1' })), 'redis');
+    assert.equal(redisMode(loadConfig({ REDIS_CLUSTER_NODES: 'a:1', REDIS_PASSWORD: 'pw' })), 'cluster');
+    assert.equal(redisMode(loadConfig({})), 'memory');
+  });
+
+  const CROSS: [name: string, env: Record<string, string>, message: RegExp][] = [
+    ['REDIS_SENTINELS with REDIS_URL', { REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_NAME: 'm', REDIS_URL: 'redis://b:2' }, /^REDIS_URL and REDIS_SENTINELS are both set: choose one/],
+    ['all three stores', { REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_NAME: 'm', REDIS_URL: 'redis://b:2', REDIS_CLUSTER_NODES: 'c:3' }, /^REDIS_URL and REDIS_CLUSTER_NODES and REDIS_SENTINELS are all set: choose one/],
+    ['REDIS_SENTINELS without a name', { REDIS_SENTINELS: 'a:1' }, /^REDIS_SENTINELS is set but REDIS_SENTINEL_NAME is not/],
+    ['REDIS_SENTINEL_NAME alone', { REDIS_SENTINEL_NAME: 'm', REDIS_URL: 'redis://b:2' }, /^REDIS_SENTINEL_NAME is set but REDIS_SENTINELS is not/],
+    ['REDIS_SENTINEL_PASSWORD alone', { REDIS_SENTINEL_PASSWORD: 'p', REDIS_CLUSTER_NODES: 'c:3' }, /^REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not/],
+    ['REDIS_SENTINEL_TLS alone', { REDIS_SENTINEL_TLS: '1', REDIS_URL: 'redis://b:2' }, /^REDIS_SENTINEL_TLS is set but REDIS_SENTINELS is not/],
+    ['REDIS_PASSWORD with REDIS_URL', { REDIS_PASSWORD: 'p', REDIS_URL: 'redis://b:2' }, /^REDIS_PASSWORD is set along with REDIS_URL: put credentials and TLS in the URL/],
+    ['REDIS_USERNAME with REDIS_URL', { REDIS_USERNAME: 'u', REDIS_URL: 'redis://b:2' }, /^REDIS_USERNAME is set along with REDIS_URL/],
+    ['REDIS_TLS with REDIS_URL', { REDIS_TLS: '1', REDIS_URL: 'redis://b:2' }, /^REDIS_TLS is set along with REDIS_URL: .*rediss:\/\//],
+    ['LP_REDIS_WAIT_REPLICAS without Redis', { LP_REDIS_WAIT_REPLICAS: '1' }, /^LP_REDIS_WAIT_REPLICAS is set but no Redis is/],
+    ['LP_REDIS_WAIT_AOF without Redis', { LP_REDIS_WAIT_AOF: '1' }, /^LP_REDIS_WAIT_AOF is set but no Redis is/],
+    ['REDIS_PASSWORD without Redis', { REDIS_PASSWORD: 'p' }, /^REDIS_PASSWORD is set but no Redis is/],
+    ['REDIS_USERNAME without Redis', { REDIS_USERNAME: 'u' }, /^REDIS_USERNAME is set but no Redis is/],
+    ['REDIS_TLS without Redis', { REDIS_TLS: '1' }, /^REDIS_TLS is set but no Redis is/],
+  ];
+  for (const [name, env, message] of CROSS) {
+    it(`refuses ${name}, naming the variables`, () => {
+      assert.throws(() => loadConfig(env), (err: unknown) => err instanceof ConfigError && message.test(err.message));
+    });
+  }
 });
 
 /** Parses pino JSON lines; with `every`, fails on any line that is not JSON (one log format). */
