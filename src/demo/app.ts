@@ -4,7 +4,7 @@
  * serves it with the client at /demo/ when LP_DEMO=1.
  */
 
-import { type Status, subscribe } from '../client/index.js';
+import { type Status, type TransportName, type TransportOption, subscribe } from '../client/index.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -12,6 +12,15 @@ const name = params.get('name') ?? `guest${Math.floor(Math.random() * 1000)}`;
 $<HTMLInputElement>('name').value = name;
 
 const statusEl = $('status');
+const transportEl = $('transport');
+// ?transport=websocket|sse|poll pins one; the default tries WebSocket, then SSE, then polls.
+const wanted = (['auto', 'websocket', 'sse', 'poll'] as const).find((t) => t === params.get('transport')) ?? 'auto';
+
+function showTransport(transport: TransportName | undefined): void {
+  if (!transport) return;
+  transportEl.dataset.transport = transport;
+  transportEl.textContent = { websocket: 'WebSocket', sse: 'Server-Sent Events', poll: 'long poll' }[transport];
+}
 let reconnects = 0;
 let wasConnected = false;
 
@@ -39,6 +48,7 @@ const sub = subscribe({
   // This tab's place after a reload; a new tab starts from what the channels retain, so it
   // shows the conversation so far.
   cursor: sessionStorage.getItem('holdfast-demo-cursor') ?? 'earliest',
+  transport: wanted satisfies TransportOption,
   holdMs: 25_000,
   backoff: { baseMs: 250, capMs: 4000 },
   onMessage(m) {
@@ -52,7 +62,8 @@ const sub = subscribe({
   onGap(channels) {
     if (channels.includes('demo:chat')) append('some messages are no longer retained (gap)', 'gap');
   },
-  onStatus(status) {
+  onStatus(status, detail) {
+    if (status === 'connected') showTransport(detail.transport);
     if (status === 'connected' && !wasConnected) wasConnected = true;
     if (status === 'reconnecting' && wasConnected) {
       wasConnected = false;
@@ -63,7 +74,11 @@ const sub = subscribe({
   },
 });
 
-addEventListener('online', () => sub.reconnectNow());
+addEventListener('online', () => {
+  // A stream may have lived through the offline spell: show its status again.
+  showStatus(sub.status);
+  sub.reconnectNow();
+});
 addEventListener('offline', () => showStatus('offline'));
 
 $<HTMLFormElement>('send-form').addEventListener('submit', async (e) => {

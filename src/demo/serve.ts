@@ -1,6 +1,6 @@
 /**
- * LP_DEMO=1: serves the demo page, its script and the client library, and publishes a ticker
- * on the conflated channel `demo:ticker` once a second.
+ * LP_DEMO=1: serves the demo page, its script and the client library (its ES modules under
+ * /client/), and publishes a ticker on the conflated channel `demo:ticker` once a second.
  */
 
 import { readFileSync } from 'node:fs';
@@ -16,8 +16,10 @@ const FILES: Record<string, [file: string, type: string]> = {
   '/demo/index.html': ['demo/index.html', 'text/html; charset=utf-8'],
   '/demo/app.js': ['demo/app.js', 'text/javascript; charset=utf-8'],
   '/demo/favicon.svg': ['demo/favicon.svg', 'image/svg+xml'],
-  '/client/index.js': ['client/index.js', 'text/javascript; charset=utf-8'],
 };
+
+/** holdfast/client's modules (index.js imports its siblings): /client/<name>.js. */
+const CLIENT_MODULE = /^[a-z][a-z0-9-]*\.js$/;
 
 export const TICKER_CHANNEL = 'demo:ticker';
 
@@ -40,6 +42,12 @@ export function registerDemo(app: TemplatedApp, broker: Broker): () => void {
       else sendJson(res, 404, { error: { code: 'not_found', message: `${file} is not built: run npm run build` } }, { noStore: true });
     });
   }
+  app.get('/client/:module', (res: Res, req) => {
+    const name = req.getParameter(0);
+    const body = CLIENT_MODULE.test(name) ? load(`client/${name}`) : undefined;
+    if (body) send(res, 200, 'text/javascript; charset=utf-8', body, { headers: ['Cache-Control', 'no-cache'] });
+    else sendJson(res, 404, { error: { code: 'not_found', message: `no client module ${JSON.stringify(name.slice(0, 60))} (is it built? npm run build)` } }, { noStore: true });
+  });
   app.get('/demo', (res: Res) => {
     res.cork(() => res.writeStatus('301 Moved Permanently').writeHeader('Location', '/demo/').end());
   });
