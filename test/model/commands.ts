@@ -11,12 +11,16 @@ import type { BatchItemSpec, BatchSpec, DenyHow, IdemChoice, PollMode, PublishSp
 import type { AnswerFormat, BodyKind } from './driver.js';
 import type { Shape } from './model.js';
 import type { ClientSpec, Run, RunSpec } from './run.js';
+import { SHORT_NAMES, SHORT_SEED_IDS } from './names.js';
 import * as seeds from './seeds.js';
 
 export type Cmd = fc.AsyncCommand<Run, Run>;
 
-const UNIVERSE = 8;
+const UNIVERSE = SHORT_NAMES.length;
 const client = (m: Run, i: number) => m.clients[i % m.clients.length]!;
+/** Channel `i` and seed clientId `i` by short name, for the printed history. */
+const chName = (i: number) => SHORT_NAMES[i % UNIVERSE];
+const idName = (i: number) => `id:${SHORT_SEED_IDS[i % SHORT_SEED_IDS.length]}`;
 const short = (v: unknown) => JSON.stringify(v).slice(0, 24);
 /** `a a a b` → `a×3 b`. */
 const runs = (xs: string[]) => xs.reduce<[string, number][]>((acc, x) => {
@@ -30,52 +34,69 @@ const seedOutstanding = (m: Run, i: number) => {
   return [...m.seedPolls].filter((p) => p.id === id && !p.pending.done).length;
 };
 
+/** A command on one client: remembers which client index `i` resolved to, for the history. */
+abstract class OnClient {
+  protected who: string | undefined;
+  constructor(readonly client: number) {}
+  protected pick(m: Run) {
+    const c = client(m, this.client);
+    this.who = c.label;
+    return c;
+  }
+  protected get name(): string {
+    return this.who ?? `c${this.client}`;
+  }
+}
+
 export class PublishCmd implements Cmd {
   constructor(readonly p: PublishSpec) {}
   check = () => true;
   run = (m: Run) => act.publish(m, this.p);
-  toString = () => `publish(ch${this.p.ch} ${this.p.kind} ${this.p.shape}${this.p.idem === 'none' ? '' : ` ${this.p.idem}#${this.p.pick}`}${this.p.server ? ' @s1' : ''} ${short(this.p.content)})`;
+  toString = () => `publish(${chName(this.p.ch)} ${this.p.kind} ${this.p.shape}${this.p.idem === 'none' ? '' : ` ${this.p.idem}#${this.p.pick}`}${this.p.server ? ' @s1' : ''} ${short(this.p.content)})`;
 }
 
 export class BatchCmd implements Cmd {
   constructor(readonly b: BatchSpec) {}
   check = () => true;
   run = (m: Run) => act.batch(m, this.b);
-  toString = () => `batch(${this.b.format}${this.b.server ? ' @s1' : ''} [${runs(this.b.items.map((i) => `ch${i.ch}${i.idem === 'none' ? '' : `/${i.idem}`}`))}])`;
+  toString = () => `batch(${this.b.format}${this.b.server ? ' @s1' : ''} [${runs(this.b.items.map((i) => `${chName(i.ch)}${i.idem === 'none' ? '' : `/${i.idem}`}`))}])`;
 }
 
-export class PollCmd implements Cmd {
+export class PollCmd extends OnClient implements Cmd {
   constructor(
-    readonly client: number,
+    client: number,
     readonly mode: PollMode,
     readonly max: number | undefined,
     readonly timeout: 'long' | 'short' | 'clamp',
     readonly server: number,
-  ) {}
+  ) {
+    super(client);
+  }
   check = (m: Readonly<Run>) => client(m as Run, this.client).poll === undefined;
-  run = (m: Run) => act.poll(m, client(m, this.client), this.mode, this.max, this.timeout, this.server);
-  toString = () => `poll(c${this.client} ${this.mode}${this.max === undefined ? '' : ` max=${this.max}`} ${this.timeout}${this.server ? ' @s1' : ''})`;
+  run = (m: Run) => act.poll(m, this.pick(m), this.mode, this.max, this.timeout, this.server);
+  override toString = () => `poll(${this.name} ${this.mode}${this.max === undefined ? '' : ` max=${this.max}`} ${this.timeout}${this.server ? ' @s1' : ''})`;
 }
 
-export class AbortCmd implements Cmd {
-  constructor(readonly client: number) {}
+export class AbortCmd extends OnClient implements Cmd {
   check = (m: Readonly<Run>) => client(m as Run, this.client).poll !== undefined;
   run = async (m: Run) => {
-    m.abortV1(client(m, this.client));
+    m.abortV1(this.pick(m));
     await m.settle('after an abort');
   };
-  toString = () => `abort(c${this.client})`;
+  override toString = () => `abort(${this.name})`;
 }
 
-export class RaceCmd implements Cmd {
+export class RaceCmd extends OnClient implements Cmd {
   constructor(
-    readonly client: number,
+    client: number,
     readonly chPick: number,
     readonly p: PublishSpec,
-  ) {}
+  ) {
+    super(client);
+  }
   check = (m: Readonly<Run>) => client(m as Run, this.client).poll === undefined;
-  run = (m: Run) => act.race(m, client(m, this.client), this.chPick, this.p);
-  toString = () => `race(c${this.client} poll+publish its channel #${this.chPick} ${this.p.kind})`;
+  run = (m: Run) => act.race(m, this.pick(m), this.chPick, this.p);
+  override toString = () => `race(${this.name} polls while its channel #${this.chPick} gets a ${this.p.kind} publish)`;
 }
 
 export class DeleteCmd implements Cmd {
@@ -85,7 +106,7 @@ export class DeleteCmd implements Cmd {
   ) {}
   check = () => true;
   run = (m: Run) => act.deleteChannel(m, this.ch, this.server);
-  toString = () => `delete(ch${this.ch}${this.server ? ' @s1' : ''})`;
+  toString = () => `delete(${chName(this.ch)}${this.server ? ' @s1' : ''})`;
 }
 
 export class InfoCmd implements Cmd {
@@ -95,32 +116,36 @@ export class InfoCmd implements Cmd {
   ) {}
   check = () => true;
   run = (m: Run) => act.channelInfo(m, this.ch, this.server);
-  toString = () => `info(ch${this.ch}${this.server ? ' @s1' : ''})`;
+  toString = () => `info(${chName(this.ch)}${this.server ? ' @s1' : ''})`;
 }
 
-export class DeniedCmd implements Cmd {
+export class DeniedCmd extends OnClient implements Cmd {
   constructor(
-    readonly client: number,
+    client: number,
     readonly how: DenyHow,
     readonly extra: number,
     readonly server: number,
-  ) {}
+  ) {
+    super(client);
+  }
   check = () => true;
-  run = (m: Run) => act.deniedPoll(m, client(m, this.client), this.how, this.extra, this.server);
-  toString = () => `denied(c${this.client} ${this.how})`;
+  run = (m: Run) => act.deniedPoll(m, this.pick(m), this.how, this.extra, this.server);
+  override toString = () => `denied(${this.name} ${this.how})`;
 }
 
-export class RewindCmd implements Cmd {
+export class RewindCmd extends OnClient implements Cmd {
   constructor(
-    readonly client: number,
+    client: number,
     readonly k: number,
-  ) {}
+  ) {
+    super(client);
+  }
   check = (m: Readonly<Run>) => {
     const c = client(m as Run, this.client);
     return c.poll === undefined && c.history.length > 0;
   };
-  run = async (m: Run) => act.rewind(m, client(m, this.client), this.k);
-  toString = () => `rewind(c${this.client} to cursor -${this.k})`;
+  run = async (m: Run) => act.rewind(m, this.pick(m), this.k);
+  override toString = () => `rewind(${this.name} to an earlier cursor)`;
 }
 
 export class PushCmd implements Cmd {
@@ -131,7 +156,7 @@ export class PushCmd implements Cmd {
   ) {}
   check = () => true;
   run = (m: Run) => seeds.push(m, this.id, this.content, this.server);
-  toString = () => `push(id${this.id}${this.server ? ' @s1' : ''} ${short(this.content)})`;
+  toString = () => `push(${idName(this.id)}${this.server ? ' @s1' : ''} ${short(this.content)})`;
 }
 
 export class SeedPollCmd implements Cmd {
@@ -142,7 +167,7 @@ export class SeedPollCmd implements Cmd {
   ) {}
   check = (m: Readonly<Run>) => seedOutstanding(m as Run, this.id) < 2;
   run = (m: Run) => seeds.seedPoll(m, this.id, this.long, this.server);
-  toString = () => `seedPoll(id${this.id} ${this.long ? 'long' : 'short'}${this.server ? ' @s1' : ''})`;
+  toString = () => `seedPoll(${idName(this.id)} ${this.long ? 'long' : 'short'}${this.server ? ' @s1' : ''})`;
 }
 
 export class DeniedSeedCmd implements Cmd {
@@ -152,7 +177,7 @@ export class DeniedSeedCmd implements Cmd {
   ) {}
   check = () => true;
   run = (m: Run) => seeds.deniedSeedPoll(m, this.id, this.server);
-  toString = () => `deniedSeedPoll(id${this.id})`;
+  toString = () => `deniedSeedPoll(${idName(this.id)})`;
 }
 
 export class DisconnectCmd implements Cmd {
@@ -162,14 +187,14 @@ export class DisconnectCmd implements Cmd {
   ) {}
   check = () => true;
   run = (m: Run) => seeds.disconnect(m, this.id, this.server);
-  toString = () => `disconnect(id${this.id}${this.server ? ' @s1' : ''})`;
+  toString = () => `disconnect(${idName(this.id)}${this.server ? ' @s1' : ''})`;
 }
 
 export class SeedAbortCmd implements Cmd {
   constructor(readonly id: number) {}
   check = (m: Readonly<Run>) => seedOutstanding(m as Run, this.id) > 0;
   run = (m: Run) => seeds.abortSeedPoll(m, this.id);
-  toString = () => `seedAbort(id${this.id})`;
+  toString = () => `seedAbort(${idName(this.id)})`;
 }
 
 /**

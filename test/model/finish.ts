@@ -41,6 +41,7 @@ export async function finish(run: Run): Promise<void> {
   for (const p of run.seedPolls) p.pending.abort();
   run.seedPolls.clear();
   await run.quiesce('after the final aborts');
+  await run.processAnswers(); // answers that arrived just before their abort
 
   const followed = [...new Set(run.clients.filter((c) => c.cursor !== undefined).flatMap((c) => c.channels))];
   for (const name of followed) {

@@ -32,6 +32,10 @@ function slotMates(base: string, like: string, count: number): string[] {
   return out;
 }
 
+/** The universe by short name (the run's tag and prefixes left out), index for index. */
+export const SHORT_NAMES = ['a', 'a:b', 'a:bc', 'q:x', 'px:t', 'pub:p', 's1', 's2'] as const;
+export const SHORT_SEED_IDS = ['x', 'a'] as const;
+
 export function runNames(): RunNames {
   const tag = `m${pidTag}${(++runs).toString(36)}.`;
   const a = `${tag}a`;
