@@ -28,6 +28,7 @@ import calculateSlot from 'cluster-key-slot';
 import { PIN, park, pinned, pub, rssKiB, waitCount, waitParked, freePort } from './lib.js';
 import { TARGETS, type Running, type Target } from './targets.js';
 import { renderMarkdown, renderSvg } from './report.js';
+import { streamsStep } from './streams.js';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -348,6 +349,8 @@ for (const t of TARGETS) {
     }
   }
 }
+// SSE and WebSocket fan-out beside the long-poll rows (native-bench/streams.ts).
+if (wanted('streams')) results.streams = (await streamsStep({ quick, targets: targetFilter, print: true })) as unknown as Record<string, unknown>;
 stopRedis?.();
 rmSync(tmp, { recursive: true, force: true });
 
