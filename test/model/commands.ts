@@ -248,7 +248,12 @@ const idem = fc.constantFrom<IdemChoice>('none', 'none', 'none', 'none', 'new', 
 const pick = fc.nat({ max: 15 });
 
 const clientArb: fc.Arbitrary<ClientSpec> = fc.record({
-  channels: fc.oneof({ weight: 2, arbitrary: leaningCh.map((c) => [c]) }, { weight: 1, arbitrary: fc.uniqueArray(ch, { minLength: 2, maxLength: 4 }) }),
+  channels: fc.oneof(
+    { weight: 6, arbitrary: leaningCh.map((c) => [c]) },
+    { weight: 3, arbitrary: fc.uniqueArray(ch, { minLength: 2, maxLength: 4 }) },
+    // Both hash twins in one poll (their cursor entries share a hash), maybe with another.
+    { weight: 1, arbitrary: fc.uniqueArray(ch, { maxLength: 1 }).map((more) => [8, 9, ...more.filter((c) => c < 8)]) },
+  ),
   format: fc.constantFrom<AnswerFormat>('json', 'json', 'json', 'msgpack'),
   token: fc.constantFrom<'exact' | 'pattern'>('exact', 'exact', 'pattern'),
   tokenInQuery: fc.boolean(),
@@ -276,7 +281,7 @@ const itemArb: fc.Arbitrary<BatchItemSpec> = fc.record({
 /** One item per channel: channels that stood at the same seq are woken in one flush. */
 const fanoutArb = fc
   .record({
-    chans: fc.oneof(fc.constantFrom<number[]>([0, 6, 7], [0, 1, 2], [3, 0], [6, 7], [0, 1, 2, 3, 4, 5, 6, 7]), fc.uniqueArray(ch, { minLength: 2, maxLength: 5 })),
+    chans: fc.oneof(fc.constantFrom<number[]>([0, 6, 7], [0, 1, 2], [3, 0], [6, 7], [8, 9], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]), fc.uniqueArray(ch, { minLength: 2, maxLength: 5 })),
     shape,
     content: contentArb,
   })

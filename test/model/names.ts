@@ -2,8 +2,8 @@
  * The names one run uses, chosen to collide (issue 8): a prefix family (`a`, `a:b`, `a:bc`),
  * a channel `q:x` beside a seed clientId `x`, a clientId equal to a channel name, and channels
  * that share `a`'s Redis slot, so that on Redis too they read the same store epoch and stand
- * at the same seq until published. Every name carries the run's tag, so runs on one server
- * never meet.
+ * at the same seq until published, and two names with the same cursor hash. Every other name
+ * carries the run's tag, so runs on one server never meet.
  */
 
 import calculateSlot from 'cluster-key-slot';
@@ -32,8 +32,15 @@ function slotMates(base: string, like: string, count: number): string[] {
   return out;
 }
 
+/**
+ * Two names whose 48-bit cursor hash (src/cursor.ts `channelHash`) is the same, found by a
+ * search over 2^25 names: a poll on both must keep their positions apart. They cannot carry a
+ * run's tag, so every run deletes them first (a fresh epoch, nothing retained).
+ */
+export const HASH_TWINS = ['hc.2z9ee', 'hc.iwjc4'] as const;
+
 /** The universe by short name (the run's tag and prefixes left out), index for index. */
-export const SHORT_NAMES = ['a', 'a:b', 'a:bc', 'q:x', 'px:t', 'pub:p', 's1', 's2'] as const;
+export const SHORT_NAMES = ['a', 'a:b', 'a:bc', 'q:x', 'px:t', 'pub:p', 's1', 's2', 'hc1', 'hc2'] as const;
 export const SHORT_SEED_IDS = ['x', 'a'] as const;
 
 export function runNames(): RunNames {
@@ -49,6 +56,7 @@ export function runNames(): RunNames {
     `${PUBLIC_PREFIX}${tag}p`, // 5: public (no token needed)
     s1, // 6: same slot as a
     s2, // 7: same slot as a
+    ...HASH_TWINS, // 8, 9: same cursor hash
   ];
   return { tag, channels, slotGroup: [0, 6, 7], seedIds: [`${tag}x`, a] };
 }

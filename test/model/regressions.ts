@@ -52,4 +52,19 @@ export const regressions: readonly Regression[] = [
       new PushCmd(0, 'to x', 1),
     ],
   },
+  {
+    // hc.2z9ee and hc.iwjc4 share the cursor's 48-bit name hash; a cursor keyed on the hash
+    // alone gave both channels one position, so the poll after it repeated seq 1 of one of
+    // them under a false gap. Found while checking the lead's audit list.
+    name: 'two channels of one poll whose names share the cursor hash keep their own positions',
+    found: 'memory, seed 1777089351 (run 27)',
+    profiles: ALL,
+    spec: { clients: [{ channels: [8, 9], format: 'json', token: 'exact', tokenInQuery: false }] },
+    commands: () => [
+      new PollCmd(0, 'cursor', undefined, 'long', 0),
+      new BatchCmd({ format: 'json', server: 0, items: [8, 9].map((ch) => ({ ch, shape: 'object' as const, content: 'twin', idem: 'none' as const, pick: 0 })) }),
+      new PollCmd(0, 'cursor', undefined, 'long', 1),
+      new PublishCmd({ ch: 8, kind: 'json', shape: 'object', content: 'after', idem: 'none', pick: 0, server: 0 }),
+    ],
+  },
 ];

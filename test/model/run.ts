@@ -11,7 +11,7 @@
  */
 
 import type { TestServer } from '../helpers/server.js';
-import { type AnswerFormat, type Pending, type Reply, startPoll } from './driver.js';
+import { type AnswerFormat, type Pending, type Reply, deleteChannel, startPoll } from './driver.js';
 import {
   ChannelModel,
   type Floor,
@@ -30,7 +30,7 @@ import {
   violation,
   wrapPayload,
 } from './model.js';
-import { type RunNames, runNames } from './names.js';
+import { HASH_TWINS, type RunNames, runNames } from './names.js';
 import { type ModelView, type PollBody, type PollView, checkPollAnswer } from './validate.js';
 import { CONFLATE_PREFIX, PUBLIC_PREFIX, type World, parkedOn, registeredOn } from './world.js';
 
@@ -138,11 +138,12 @@ export class Run implements ModelView {
       const c = spec.clients[i]!;
       const names = [...new Set(c.channels.map((k) => channels[k % channels.length]!))];
       const guarded = names.filter((n) => !n.startsWith(PUBLIC_PREFIX));
-      const grants = c.token === 'pattern' ? [`${tag}*`, `q:${tag}*`, `${CONFLATE_PREFIX}${tag}*`] : guarded;
+      const grants = c.token === 'pattern' ? [`${tag}*`, `q:${tag}*`, `${CONFLATE_PREFIX}${tag}*`, ...HASH_TWINS] : guarded;
       // A poll of public channels only needs no token; such a client sends none.
       const token = guarded.length > 0 ? await mint(grants) : undefined;
       run.clients.push(new Client(`c${i}`, names, c.format, token, grants, c.tokenInQuery));
     }
+    await run.resetHashTwins();
     run.seedToken = await mint(run.names.seedIds);
     run.strangerToken = await mint([`other:${tag}*`]);
     run.base.forEach((b, i) => {
@@ -150,6 +151,15 @@ export class Run implements ModelView {
     });
     run.log(`run ${tag} on ${world.profile}: ${run.clients.map((c) => `${c.label}=${JSON.stringify(c.channels)}/${c.format}/${c.grants.length ? 'token' : 'public'}`).join(' ')}`);
     return run;
+  }
+
+  /** The twins are shared by every run: each run starts them in a fresh, empty epoch. */
+  private async resetHashTwins(): Promise<void> {
+    for (const name of HASH_TWINS) {
+      const reply = await deleteChannel(this.world.servers[0]!.url, name);
+      this.expectStatus(`reset ${name}`, reply, 200);
+      this.channel(name).noteToken(0, (reply.body as { epoch: string }).epoch, `reset ${name}`);
+    }
   }
 
   // ---- bookkeeping --------------------------------------------------------------------

@@ -121,7 +121,8 @@ function checkChannel(where: string, ch: ChannelModel, start: Start, seen: reado
     const hi = pos.k === 'exact' ? pos.s : pos.hi;
     const epochChanged = ch.epoch > pos.e;
     if (gap && !epochChanged && !ch.mayBeTrimmed(pos.e, lo + 1, ttlMs, now)) {
-      violation(`${at}: gap reported, but the epoch did not change and seq ${lo + 1} is still retained (head ${ch.head(pos.e)}, history ${ch.retain})`);
+      const why = lo + 1 > ch.head(pos.e) ? `nothing after seq ${lo} was published yet` : `seq ${lo + 1} is still retained (head ${ch.head(pos.e)}, history ${ch.retain})`;
+      violation(`${at}: gap reported, but the epoch did not change and ${why}`);
     }
     if (gap) count(epochChanged ? 'gap: new epoch' : 'gap: history trimmed');
     if (first) {
