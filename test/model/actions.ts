@@ -39,6 +39,12 @@ export interface BatchSpec {
 
 let keys = 0;
 
+/** A fresh idempotency key; some look like Redis key syntax (a key is any 1–200 characters). */
+function freshKey(): string {
+  const n = ++keys;
+  return [`k${n}`, `{k${n}}:i:`, `k${n}:*:n`, `q:k${n}`][n % 4]!;
+}
+
 /** Resolves an idempotency choice to (channel, key): retries reuse a key where it was used. */
 function chooseKey(run: Run, ch: ChannelModel, idem: IdemChoice, pick: number): { ch: ChannelModel; key: string | undefined } {
   if (idem === 'none') return { ch, key: undefined };
@@ -49,7 +55,7 @@ function chooseKey(run: Run, ch: ChannelModel, idem: IdemChoice, pick: number): 
     const elsewhere = used.filter((u) => u.ch !== ch && !ch.idempotency.has(u.key));
     if (elsewhere.length > 0) return { ch, key: elsewhere[pick % elsewhere.length]!.key };
   }
-  return { ch, key: `k${++keys}` };
+  return { ch, key: freshKey() };
 }
 
 /** Applies one publish answer {ch, seq, epoch} to the model (retries publish nothing); says what it was. */
@@ -100,7 +106,7 @@ export async function batch(run: Run, b: BatchSpec): Promise<void> {
     if (item.idem === 'repeat') {
       const ch = run.channelAt(item.ch);
       const prev = [...planned].reverse().find((x) => x.ch === ch && x.key !== undefined);
-      chosen = { ch, key: prev?.key ?? `k${++keys}` };
+      chosen = { ch, key: prev?.key ?? freshKey() };
     } else {
       chosen = chooseKey(run, run.channelAt(item.ch), item.idem, item.pick);
     }
@@ -172,7 +178,9 @@ export async function race(run: Run, client: Client, chPick: number, p: PublishS
   await run.settle('after a poll raced a publish');
 }
 
-export type DenyHow = 'ungranted' | 'missing' | 'forged';
+/** ungranted: one channel the token does not grant; missing/forged: no valid token; header-wins: a
+ * stranger's token in the header beside the client's own in ?token= (the header wins). */
+export type DenyHow = 'ungranted' | 'missing' | 'forged' | 'header-wins';
 
 /** A poll auth must refuse: 403 for a channel the token does not grant, 401 without a valid token. */
 export async function deniedPoll(run: Run, client: Client, how: DenyHow, extra: number, serverPick: number): Promise<void> {
@@ -187,11 +195,13 @@ export async function deniedPoll(run: Run, client: Client, how: DenyHow, extra: 
     status = token === undefined ? 401 : 403;
   } else {
     if (!channels.some((n) => !n.startsWith('pub:'))) channels = [...channels, run.names.channels[0]!];
-    token = how === 'forged' && token ? `${token.slice(0, -4)}${token.endsWith('AAAA') ? 'BBBA' : 'AAAA'}` : undefined;
+    if (how === 'header-wins') status = 403;
+    token = how === 'forged' && token ? `${token.slice(0, -4)}${token.endsWith('AAAA') ? 'BBBA' : 'AAAA'}` : how === 'header-wins' ? run.strangerToken : undefined;
   }
+  const queryToken = how === 'header-wins' ? client.token : undefined;
   const what = `denied poll (${how}) ${JSON.stringify(channels)}`;
   run.log(what);
-  const pending = driver.startPoll(server.url, { channels, timeoutMs: 1000, format: client.format, token });
+  const pending = driver.startPoll(server.url, { channels, timeoutMs: 1000, format: client.format, token, queryToken });
   await untilDeadline(pending.reply.catch(() => undefined), Date.now() + WAKE_LIMIT_MS);
   if (!pending.done) {
     pending.abort();

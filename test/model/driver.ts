@@ -118,6 +118,8 @@ export interface PollRequest {
   token?: string | undefined;
   /** Send the token as ?token= instead of the Authorization header. */
   tokenInQuery?: boolean;
+  /** A ?token= sent besides the header's token (the header wins). */
+  queryToken?: string | undefined;
 }
 
 export function startPoll(base: string, r: PollRequest): Pending {
@@ -132,6 +134,7 @@ export function startPoll(base: string, r: PollRequest): Pending {
     if (r.tokenInQuery) q.set('token', r.token);
     else headers.authorization = `Bearer ${r.token}`;
   }
+  if (r.queryToken !== undefined) q.set('token', r.queryToken);
   return new Pending(`${base}/v1/poll?${q}`, headers);
 }
 
