@@ -11,6 +11,7 @@ import { createTokenVerifier } from './auth/jwt.js';
 import { PublisherAuth } from './auth/publisher.js';
 import type { Broker, BrokerEvents } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
+import { RecentHistory } from './cache/recent-history.js';
 import type { Config } from './config.js';
 import type { ServerContext } from './http/context.js';
 import { registerRoutes } from './http/routes.js';
@@ -58,13 +59,15 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
 
   let hub!: PollHub;
   let seed!: SeedHub;
+  // On Redis, recent history of the channels this process follows is served from memory.
+  const recent = broker.kind === 'memory' ? undefined : new RecentHistory(broker, config);
   const metrics = new Metrics({
     parkedPolls: () => hub.parkedCount + seed.parkedCount,
     readingPolls: () => hub.registry.size - hub.parkedCount,
     decodeQueueDepth: () => (broker as { decodeQueueDepth?: () => number }).decodeQueueDepth?.() ?? 0,
     openStreams: (transport) => (transport === 'sse' ? sse.open.size : ws.open.size),
   });
-  hub = new PollHub(broker, config, metrics, onBug);
+  hub = new PollHub(recent ?? broker, config, metrics, onBug);
   seed = new SeedHub(broker, metrics, seedWriter, onBug);
 
   let idle: (() => void) | undefined;
@@ -94,7 +97,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     queueReady: (id) => seed.onQueueReady(id),
     queueDisconnected: (id) => seed.onDisconnected(id),
   };
-  broker.setEvents(events);
+  broker.setEvents(recent ? recent.observe(events) : events);
   await broker.start();
   hub.start();
   seed.start();
@@ -147,6 +150,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       if (ctx.state.publishesInFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
       stopDemo?.();
       hub.close();
+      recent?.close();
       sse.stop();
       seed.close();
       await broker.close();
