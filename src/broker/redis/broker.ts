@@ -46,11 +46,12 @@ import { RedisScriptError } from './failures.js';
 import { RedisKeys } from './keys.js';
 import { Liveness } from './liveness.js';
 import { NotificationIntake } from './notifications.js';
+import { ReadGate } from './read-gate.js';
 import { RedisQueueStore } from './queues.js';
 import { SCRIPTS } from './scripts.js';
 import { SubscriberSet, type TopologyChange } from './subscribers.js';
 import { RedisTarget } from './target.js';
-import { ConnectionWatch } from './watch.js';
+import { ConnectionWatch, reviveOnEnd, warnUnreachableNodes } from './watch.js';
 
 /** Subscriber connections: Holdfast restores subscriptions itself (sub-connection.ts). */
 const SUBSCRIBER_OPTIONS: RedisOptions = {
@@ -77,6 +78,8 @@ export class RedisBroker implements Broker {
   private readonly liveness: Liveness;
   private readonly durability: Durability;
   private readonly acks: AckLog;
+  /** Bounds reads in flight, so a storm of re-reads cannot starve publishes and PINGs. */
+  private readonly reads = new ReadGate();
   private readonly publishCommand: 'PUBLISH' | 'SPUBLISH';
   private closed = false;
   /** The audit after a comeback runs: commands wait for it (503). */
@@ -122,25 +125,9 @@ export class RedisBroker implements Broker {
     if (!cluster) new ConnectionWatch(this.cmd as Redis, 'command', where, log);
     this.cmd.on('ready', () => void this.onCommandReady());
     this.cmd.on('close', () => this.readinessChanged());
-    // ioredis gives up on a connection in some cases (status "end"): Holdfast never does.
-    this.cmd.on('end', () => {
-      if (this.closed) return;
-      log?.warn({ redis: where }, 'redis command connection ended; connecting it again');
-      setTimeout(() => {
-        if (!this.closed && this.cmd.status === 'end') this.cmd.connect().catch(() => undefined);
-      }, 1000).unref();
-    });
+    reviveOnEnd(this.cmd, () => this.closed, 'command', where, log);
     this.cmd.on('error', (err: Error) => log?.debug({ err: err.message }, 'redis command connection'));
-    if (cluster) {
-      // ioredis reports a node it cannot reach on every slot refresh: once per node per 5 s is enough.
-      const lastWarned = new Map<string, number>();
-      this.cmd.on('node error', (err: Error, node: string) => {
-        const now = Date.now();
-        if (now - (lastWarned.get(node) ?? 0) < 5000) return;
-        lastWarned.set(node, now);
-        log?.warn({ node, err: err.message }, 'redis cluster node unreachable');
-      });
-    }
+    if (cluster) warnUnreachableNodes(this.cmd as Cluster, log);
 
     this.commands = new RedisCommands(this.cmd, cluster, { refusal: () => this.refusal(), timedOut: () => this.liveness.timedOut() }, timeoutMs, log);
     this.intake = new NotificationIntake(config, this.keys, () => this.events, log);
@@ -304,7 +291,11 @@ export class RedisBroker implements Broker {
     }));
   }
 
-  async read(ch: string, from: ReadFrom, max: number): Promise<ReadResult> {
+  read(ch: string, from: ReadFrom, max: number): Promise<ReadResult> {
+    return this.reads.run(() => this.readNow(ch, from, max));
+  }
+
+  private async readNow(ch: string, from: ReadFrom, max: number): Promise<ReadResult> {
     const k = this.keys;
     const cursor = typeof from === 'object' ? from : undefined;
     const reply = (await this.commands.run('hfRead', [k.meta(ch), k.history(ch), k.store(ch)], [

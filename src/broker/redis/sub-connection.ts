@@ -8,8 +8,8 @@
  * - after a reconnect every wanted channel is subscribed again in the same batches, and only
  *   once the server confirmed them is the owner told (`restored`) to re-read the parked polls:
  *   a re-read that ran before the subscription held could miss a message published between;
- * - a subscription that fails or is not confirmed within the command timeout is retried with
- *   backoff, and `restored` follows when it finally holds: no poll waits blind.
+ * - a subscription that fails (or is not confirmed within ten command timeouts) is retried
+ *   with backoff, and `restored` follows when it finally holds: no poll waits blind.
  *
  * Per name:  wanted ──flush──> in flight (batch id) ──confirmed──> confirmed
  *                                   └──failed / timed out──> failed ──retry──> in flight
@@ -22,6 +22,11 @@ import type { Logger } from 'pino';
 
 /** Names per SUBSCRIBE command. */
 const BATCH = 5000;
+/**
+ * A subscription not confirmed within this many command timeouts is retried. Generous: under
+ * a storm of re-reads the confirmation can wait behind them, and a retry then only adds to it.
+ */
+const SUBSCRIBE_TIMEOUTS = 10;
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 5000;
 
@@ -66,7 +71,8 @@ export class SubscriberConnection {
     redis.on('ready', () => this.onReady());
     redis.on('close', () => this.onClose());
     redis.on('end', () => this.onEnd());
-    redis.on('moved', () => events.suspect());
+    // ioredis drops an SSUBSCRIBE answered MOVED without settling it: retry what is in flight.
+    redis.on('moved', () => this.failInFlight(new Error('MOVED')));
     redis.on('error', (err: Error) => {
       // Redis 7 unsubscribes us by itself when a slot moves away; ioredis reports the
       // unexpected reply as a command-queue error.
@@ -180,7 +186,7 @@ export class SubscriberConnection {
       const id = ++this.batchIds;
       for (const n of batch) this.inflight.set(n, id);
       const sent = this.sharded ? this.redis.ssubscribe(...batch) : this.redis.subscribe(...batch);
-      return withTimeout(sent, this.timeoutMs).then(
+      return withTimeout(sent, this.timeoutMs * SUBSCRIBE_TIMEOUTS).then(
         () => this.confirm(batch, id, socket),
         (err: Error) => this.failed(batch, id, socket, err),
       );
@@ -225,6 +231,18 @@ export class SubscriberConnection {
     }
     if (this.sharded) this.events.suspect();
     this.scheduleRetry();
+  }
+
+  /** Every subscription in flight on this socket failed (a MOVED that ioredis swallowed). */
+  private failInFlight(err: Error): void {
+    const byBatch = new Map<number, string[]>();
+    for (const [name, id] of this.inflight) {
+      const list = byBatch.get(id);
+      if (list) list.push(name);
+      else byBatch.set(id, [name]);
+    }
+    for (const [id, names] of byBatch) this.failed(names, id, this.socket, err);
+    this.events.suspect();
   }
 
   private scheduleRetry(): void {
@@ -323,16 +341,27 @@ export class SubscriberConnection {
   }
 }
 
-/** Rejects with "Command timed out" (a timeout, as ioredis words it) after `ms`. */
+/**
+ * Rejects with "Command timed out" (a timeout, as ioredis words it) after `ms`. A busy event
+ * loop runs due timers before it reads sockets, so the answer may already be waiting: the
+ * timeout is declared only after one more turn of the loop.
+ */
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('Command timed out')), ms);
+    let settled = false;
+    const timer = setTimeout(() => {
+      setImmediate(() => {
+        if (!settled) reject(new Error('Command timed out'));
+      });
+    }, ms);
     promise.then(
       (v) => {
+        settled = true;
         clearTimeout(timer);
         resolve(v);
       },
       (err) => {
+        settled = true;
         clearTimeout(timer);
         reject(err);
       },

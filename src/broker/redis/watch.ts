@@ -10,7 +10,7 @@
  * errors on a ready connection are command-level and logged where the command failed.
  */
 
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 export class ConnectionWatch {
@@ -65,4 +65,26 @@ export class ConnectionWatch {
     this.downSince = 0;
     this.attempts = 0;
   }
+}
+
+/** ioredis gives up on a connection in some cases (status "end"): Holdfast never does. */
+export function reviveOnEnd(client: Redis | Cluster, closed: () => boolean, label: string, where: string, log: Logger | undefined): void {
+  client.on('end', () => {
+    if (closed()) return;
+    log?.warn({ conn: label, redis: where }, 'redis connection ended; connecting it again');
+    setTimeout(() => {
+      if (!closed() && client.status === 'end') client.connect().catch(() => undefined);
+    }, 1000).unref();
+  });
+}
+
+/** ioredis reports a Cluster node it cannot reach on every slot refresh: once per node per 5 s is enough. */
+export function warnUnreachableNodes(cluster: Cluster, log: Logger | undefined): void {
+  const lastWarned = new Map<string, number>();
+  cluster.on('node error', (err: Error, node: string) => {
+    const now = Date.now();
+    if (now - (lastWarned.get(node) ?? 0) < 5000) return;
+    lastWarned.set(node, now);
+    log?.warn({ node, err: err.message }, 'redis cluster node unreachable');
+  });
 }
