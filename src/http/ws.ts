@@ -202,10 +202,11 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
     const apply = (): void => {
       if (socket.closed) return;
       socket.token = token;
-      const current = socket.sub;
-      if (!current) return;
-      current.tokenExpiresAt = ctx.tokens!.expiresAt(token) ?? Infinity;
-      ctx.hub.setDeadline(current, Math.min(current.endsAt, current.tokenExpiresAt));
+      // Only the subscription the token was checked against takes its expiry (a subscribe
+      // may have replaced it meanwhile); one of public channels only has none.
+      if (!sub || socket.sub !== sub || !sub.channels.some((ch) => !hasPrefix(ch, config.publicPrefixes))) return;
+      sub.tokenExpiresAt = ctx.tokens!.expiresAt(token) ?? Infinity;
+      ctx.hub.setDeadline(sub, Math.min(sub.endsAt, sub.tokenExpiresAt));
     };
     const pending = authorizeSubscriber(ctx.tokens, config.publicPrefixes, { names, what: 'channel' }, token);
     if (pending === undefined) return apply();
