@@ -27,6 +27,8 @@ import { PIN, ROOT, freePort, median, nodeServer, pinned, rssKiB, startHoldfast 
 import { TARGETS } from './targets.js';
 
 const WSUB = new URL('./build/wsub', import.meta.url).pathname;
+/** wsub keeps receive times for this many rounds; a run ends it by closing its stdin (-x). */
+const ROUNDS_MAX = 64;
 /** Sockets per load process: two processes for 19,500, well under the 20,000-file cap. */
 const PER_PROCESS = 9750;
 
@@ -112,18 +114,21 @@ interface WsubResult { subscribers: number; open: number; errors: number; closed
 /** One wsub process: resolves `open` when its subscribers are open, `got(r)` per round, `done` with its summary. */
 function wsub(port: number, args: string[]) {
   const [cmd, a] = pinned(1, WSUB, ['-p', String(port), ...args]);
-  const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(cmd, a, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   const rounds = new Set<number>();
   let isOpen = false;
+  let openCount = 0;
   const waiters: (() => void)[] = [];
   p.stdout!.on('data', (d) => (out += d));
   p.stderr!.on('data', (d) => {
     err += d;
     for (const m of String(d).matchAll(/^(open|got) (\d+)$/gm)) {
-      if (m[1] === 'open') isOpen = true;
-      else rounds.add(Number(m[2]));
+      if (m[1] === 'open') {
+        isOpen = true;
+        openCount = Number(m[2]);
+      } else rounds.add(Number(m[2]));
     }
     for (const w of waiters.splice(0)) w();
   });
@@ -145,7 +150,10 @@ function wsub(port: number, args: string[]) {
     });
   return {
     open: (ms = 120_000) => until(() => isOpen, ms),
+    openCount: () => openCount,
     got: (r: number, ms = 15_000) => until(() => rounds.has(r), ms),
+    /** Ends a tool started with -x: it prints its summary and exits. */
+    end: () => p.stdin!.end(),
     done: exited.then((code) => {
       try {
         return JSON.parse(out) as WsubResult;
@@ -171,8 +179,18 @@ interface Measurement {
   rounds: { received: number; lastMs: number; deliveriesPerSec: number }[];
 }
 
-/** Subscribers on one channel of a fresh server; RSS per stream, then `rounds` single messages. */
-async function measure(peer: Peer, transport: Transport, n: number, rounds: number): Promise<Measurement> {
+/** A server of one peer with its subscribers open, ready for rounds. */
+interface Live {
+  peer: Peer;
+  server: { port: number; pids: number[]; stop(): Promise<void> };
+  ch: string;
+  procs: ReturnType<typeof wsub>[];
+  rssPerStreamBytes: number;
+  sent: number[];
+}
+
+/** Starts a peer's server, warms it up, opens `n` subscribers and measures RSS per stream. */
+async function prepare(peer: Peer, transport: Transport, n: number, waitS: number): Promise<Live> {
   const server = await peer.start();
   try {
     const base = ['-m', transport, '-u', peer.path[transport], ...(transport === 'ws' && peer.op ? ['-S', peer.op] : [])];
@@ -188,32 +206,42 @@ async function measure(peer: Peer, transport: Transport, n: number, rounds: numb
     const ch = `fan${Date.now().toString(36)}`;
     const procs = [];
     for (let at = 0; at < n; at += PER_PROCESS) {
-      procs.push(wsub(server.port, [...base, '-n', String(Math.min(PER_PROCESS, n - at)), '-c', ch, '-R', String(rounds), '-w', String(60 + rounds * 15)]));
+      procs.push(wsub(server.port, [...base, '-n', String(Math.min(PER_PROCESS, n - at)), '-c', ch, '-R', String(ROUNDS_MAX), '-w', String(waitS), '-x']));
     }
     for (const p of procs) await p.open();
     await sleep(2000); // settle
-    const after = rss();
-    const sent: number[] = [];
-    for (let r = 0; r < rounds; r++) {
-      sent.push(nowUs());
-      const status = await peer.publish(server.port, ch, `{"r":${r}}`);
-      if (status >= 300) throw new Error(`publish answered ${status}`);
-      for (const p of procs) await p.got(r);
-      await sleep(300);
-    }
-    const results = await Promise.all(procs.map((p) => p.done));
-    const per = sent.map((t0, r) => {
+    const total = procs.reduce((a, p) => a + p.openCount(), 0);
+    return { peer, server, ch, procs, rssPerStreamBytes: Math.round(((rss() - before) * 1024) / Math.max(1, total)), sent: [] };
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+}
+
+/** One round on one server: publish message `r`, wait until every subscriber has it. */
+async function round(live: Live, r: number): Promise<void> {
+  live.sent.push(nowUs());
+  const status = await live.peer.publish(live.server.port, live.ch, `{"r":${r}}`);
+  if (status >= 300) throw new Error(`${live.peer.name}: publish answered ${status}`);
+  for (const p of live.procs) await p.got(r);
+}
+
+/** Ends the load on a server and reads its rounds. */
+async function finish(live: Live, n: number): Promise<Measurement> {
+  try {
+    for (const p of live.procs) p.end();
+    const results = await Promise.all(live.procs.map((p) => p.done));
+    const per = live.sent.map((t0, r) => {
       const rows = results.map((x) => x.rounds[r]!).filter((x) => x && x.received > 0);
       const received = rows.reduce((a, x) => a + x.received, 0);
       const last = Math.max(...rows.map((x) => x.last_us)) - t0;
       return { received, lastMs: last / 1000, deliveriesPerSec: Math.round(received / (last / 1e6)), p50Ms: (median(rows.map((x) => x.p50_us)) - t0) / 1000, p99Ms: (Math.max(...rows.map((x) => x.p99_us)) - t0) / 1000 };
     });
-    const open = results.reduce((a, x) => a + x.open, 0);
     return {
       subscribers: n,
-      open,
+      open: results.reduce((a, x) => a + x.open, 0),
       errors: results.reduce((a, x) => a + x.errors, 0),
-      rssPerStreamBytes: Math.round(((after - before) * 1024) / Math.max(1, open)),
+      rssPerStreamBytes: live.rssPerStreamBytes,
       deliveriesPerSec: median(per.map((x) => x.deliveriesPerSec)),
       p50Ms: median(per.map((x) => x.p50Ms)),
       p99Ms: median(per.map((x) => x.p99Ms)),
@@ -221,7 +249,7 @@ async function measure(peer: Peer, transport: Transport, n: number, rounds: numb
       rounds: per.map(({ received, lastMs, deliveriesPerSec }) => ({ received, lastMs, deliveriesPerSec })),
     };
   } finally {
-    await server.stop();
+    await live.server.stop();
   }
 }
 
@@ -262,48 +290,81 @@ export interface StreamsReport {
   subscribers: number;
   rounds: number;
   runs: number;
-  /** "<server> <transport>" → the median of the runs, with each run's figures. */
-  rows: Record<string, Measurement & { server: string; transport: Transport; runs: number[]; error?: string }>;
+  /** "<server> <transport>" → medians over every round of every run, with each run's median. */
+  rows: Record<string, Measurement & { server: string; transport: Transport; runs: number[]; vsHoldfast?: number; error?: string }>;
   resume: ResumeCheck[];
   markdown: string;
 }
 
-/** The streaming step: every peer and transport, `runs` times interleaved; then the resume check. */
+/**
+ * The streaming step. Per run and transport, every peer's server is up with its subscribers at
+ * once (RSS measured on each as its own subscribers open), and the rounds go to them in turn, in
+ * a rotating order: each comparison is between rounds seconds apart, so a noisy spell on this
+ * shared machine hits every peer alike. Then the resume check.
+ */
 export async function streamsStep(options: { quick?: boolean; runs?: number; only?: Transport[]; targets?: string[]; print?: boolean; log?: (line: string) => void } = {}): Promise<StreamsReport> {
   const log = options.log ?? console.log;
   const n = options.quick ? 5000 : 19_500;
-  const rounds = options.quick ? 3 : 5;
+  const rounds = options.quick ? 3 : 7;
   const runs = options.runs ?? (options.quick ? 1 : 3);
   const byKey = new Map<string, Measurement[]>();
+  /** Per key, Holdfast's deliveries/s over the peer's, round by round (paired). */
+  const ratios = new Map<string, number[]>();
   const failed = new Map<string, string>();
   for (let run = 1; run <= runs; run++) {
-    for (const peer of PEERS) {
-      if (options.targets && !options.targets.some((t) => peer.name.includes(t))) continue;
-      for (const transport of peer.transports) {
-        if (options.only && !options.only.includes(transport)) continue;
-        const key = `${peer.name} ${transport}`;
-        if (failed.has(key)) continue;
-        try {
-          const t0 = Date.now();
-          const m = await measure(peer, transport, n, rounds);
-          (byKey.get(key) ?? byKey.set(key, []).get(key)!).push(m);
-          log(`streams run ${run}/${runs} ${key} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${m.open}/${n} open, ${m.rssPerStreamBytes} B/stream, ${m.deliveriesPerSec.toLocaleString('en')} deliveries/s (last ${m.lastMs.toFixed(1)} ms), rounds ${m.rounds.map((r) => r.deliveriesPerSec).join(' ')}`);
-        } catch (err) {
-          failed.set(key, (err as Error).message);
-          log(`streams ${key} failed: ${(err as Error).message}`);
+    for (const transport of ['ws', 'sse'] as const) {
+      if (options.only && !options.only.includes(transport)) continue;
+      const peers = PEERS.filter((p) => p.transports.includes(transport) && (!options.targets || options.targets.some((t) => p.name.includes(t))));
+      const live: Live[] = [];
+      try {
+        for (const peer of peers) {
+          const key = `${peer.name} ${transport}`;
+          if (failed.has(key)) continue;
+          try {
+            live.push(await prepare(peer, transport, n, 120 + rounds * peers.length * 20));
+          } catch (err) {
+            failed.set(key, (err as Error).message);
+            log(`streams ${key} failed: ${(err as Error).message}`);
+          }
         }
+        for (let r = 0; r < rounds; r++) {
+          for (let k = 0; k < live.length; k++) {
+            await round(live[(r + k) % live.length]!, r);
+            await sleep(200);
+          }
+        }
+      } finally {
+        const measured = await Promise.all(live.map((l) => finish(l, n).catch((err: Error) => err)));
+        const holdfast = measured[live.findIndex((l) => l.peer.name.startsWith('holdfast'))];
+        live.forEach((l, i) => {
+          const key = `${l.peer.name} ${transport}`;
+          const m = measured[i]!;
+          if (m instanceof Error) {
+            failed.set(key, m.message);
+            return;
+          }
+          (byKey.get(key) ?? byKey.set(key, []).get(key)!).push(m);
+          if (holdfast && !(holdfast instanceof Error)) {
+            const paired = m.rounds.map((x, r) => holdfast.rounds[r]!.deliveriesPerSec / x.deliveriesPerSec);
+            ratios.set(key, [...(ratios.get(key) ?? []), ...paired]);
+          }
+          log(`streams run ${run}/${runs} ${key}: ${m.open}/${n} open, ${m.rssPerStreamBytes} B/stream, ${m.deliveriesPerSec.toLocaleString('en')} deliveries/s (last ${m.lastMs.toFixed(1)} ms), rounds ${m.rounds.map((x) => x.deliveriesPerSec).join(' ')}`);
+        });
       }
     }
   }
   const rows: StreamsReport['rows'] = {};
   for (const [key, ms] of byKey) {
     const [server, transport] = [key.slice(0, key.lastIndexOf(' ')), key.slice(key.lastIndexOf(' ') + 1) as Transport];
-    const pick = (f: (m: Measurement) => number) => median(ms.map(f));
+    const all = ms.flatMap((m) => m.rounds);
     rows[key] = {
       server, transport, runs: ms.map((m) => m.deliveriesPerSec),
       subscribers: n, open: Math.min(...ms.map((m) => m.open)), errors: Math.max(...ms.map((m) => m.errors)),
-      rssPerStreamBytes: pick((m) => m.rssPerStreamBytes), deliveriesPerSec: pick((m) => m.deliveriesPerSec),
-      p50Ms: pick((m) => m.p50Ms), p99Ms: pick((m) => m.p99Ms), lastMs: pick((m) => m.lastMs), rounds: ms.flatMap((m) => m.rounds),
+      rssPerStreamBytes: median(ms.map((m) => m.rssPerStreamBytes)),
+      deliveriesPerSec: median(all.map((x) => x.deliveriesPerSec)),
+      p50Ms: median(ms.map((m) => m.p50Ms)), p99Ms: median(ms.map((m) => m.p99Ms)), lastMs: median(all.map((x) => x.lastMs)),
+      rounds: all,
+      vsHoldfast: ratios.has(key) ? median(ratios.get(key)!) : undefined,
     };
   }
   for (const [key, error] of failed) if (!rows[key]) rows[key] = { server: key, transport: key.endsWith('sse') ? 'sse' : 'ws', runs: [], subscribers: n, open: 0, errors: 0, rssPerStreamBytes: NaN, deliveriesPerSec: NaN, p50Ms: NaN, p99Ms: NaN, lastMs: NaN, rounds: [], error };
@@ -326,7 +387,7 @@ const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? (Number.isInteger(v
 
 export function renderStreams(r: Omit<StreamsReport, 'markdown'>): string {
   const out: string[] = [];
-  out.push(`### Streams: one message to ${r.subscribers.toLocaleString('en')} subscribers of one channel (median of ${r.runs} run${r.runs > 1 ? 's' : ''} × ${r.rounds} messages)`, '');
+  out.push(`### Streams: one message to ${r.subscribers.toLocaleString('en')} subscribers of one channel (medians over ${r.runs} run${r.runs > 1 ? 's' : ''} × ${r.rounds} messages)`, '');
   out.push('| server | transport | open | RSS / stream | deliveries/s | p50 ms | p99 ms | last ms | Holdfast vs this | runs (deliveries/s) |');
   out.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const row of Object.values(r.rows)) {
@@ -334,12 +395,11 @@ export function renderStreams(r: Omit<StreamsReport, 'markdown'>): string {
       out.push(`| ${row.server} | ${row.transport} | error: ${row.error.slice(0, 120)} |`);
       continue;
     }
-    const mine = r.rows[`holdfast (memory) ${row.transport}`]?.deliveriesPerSec;
-    const ratio = mine && row.deliveriesPerSec ? `${(mine / row.deliveriesPerSec).toFixed(2)}×` : '–';
+    const ratio = row.vsHoldfast !== undefined ? `${row.vsHoldfast.toFixed(2)}×` : '–';
     const transport = row.transport === 'ws' ? 'WebSocket' : 'SSE';
     out.push(`| ${row.server} | ${transport} | ${row.open.toLocaleString('en')} | ${fmt(row.rssPerStreamBytes)} B | ${fmt(row.deliveriesPerSec)} | ${fmt(row.p50Ms)} | ${fmt(row.p99Ms)} | ${fmt(row.lastMs)} | ${ratio} | ${row.runs.map((x) => x.toLocaleString('en')).join(', ')} |`);
   }
-  out.push('', 'Ratios compare deliveries/s with Holdfast on the same transport; above 1× means Holdfast is faster.');
+  out.push('', 'Holdfast vs this: the median, over every round, of Holdfast\'s deliveries/s over this server\'s in the same run and transport (rounds alternate between the servers, seconds apart); above 1× means Holdfast is faster. RSS / stream: server RSS with every subscriber open and idle, minus after a warm-up, over the subscribers.');
   if (r.resume.length) {
     out.push('', '| resume check (Holdfast) | subscribers | messages | reconnects | complete | doubled | skipped |', '|---|---|---|---|---|---|---|');
     for (const c of r.resume) out.push(`| ${c.transport === 'ws' ? 'WebSocket' : 'SSE'} | ${c.subscribers} | ${c.messages} | ${c.reconnects} | ${c.complete} | ${c.doubled} | ${c.skipped} |`);

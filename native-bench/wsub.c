@@ -22,6 +22,7 @@
  *                last frame's "cursor", or the last SSE id as Last-Event-ID); each message's
  *                "seq" must follow the last one seen, or it counts as doubled or skipped
  *   -E LAST_SEQ  resume check: done when every subscriber has seen seq LAST_SEQ
+ *   -x           done when stdin closes (the orchestrator decides how many rounds), or at WAIT_S
  *
  * Prints "open <n>" on stderr once every subscriber's stream is open (101, or 200 and its
  * headers), "got <r>" when every open subscriber has round r, then one JSON line on stdout:
@@ -68,7 +69,7 @@ static long doubled, skipped;
 static struct sockaddr_in dst;
 
 static void usage(void) {
-  fprintf(stderr, "usage: wsub -p PORT -n N -m ws|sse -u PATH_FMT [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-S OP_FMT] [-R ROUNDS] [-w WAIT_S] [-s SOURCES] [-r RATE] [-k KILL_EVERY -E LAST_SEQ]\n");
+  fprintf(stderr, "usage: wsub -p PORT -n N -m ws|sse -u PATH_FMT [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-S OP_FMT] [-R ROUNDS] [-w WAIT_S] [-s SOURCES] [-r RATE] [-k KILL_EVERY -E LAST_SEQ] [-x]\n");
   exit(2);
 }
 
@@ -355,10 +356,10 @@ static void on_readable(int i, char *buf, int size) {
 }
 
 int main(int argc, char **argv) {
-  int port = 0, rate = 10000, wait_s = 60;
+  int port = 0, rate = 10000, wait_s = 60, until_stdin = 0;
   const char *mode = NULL;
   int opt;
-  while ((opt = getopt(argc, argv, "H:p:n:m:u:S:c:C:o:R:w:s:r:k:E:")) != -1) {
+  while ((opt = getopt(argc, argv, "H:p:n:m:u:S:c:C:o:R:w:s:r:k:E:x")) != -1) {
     switch (opt) {
       case 'H': host = optarg; break;
       case 'p': port = atoi(optarg); break;
@@ -375,6 +376,7 @@ int main(int argc, char **argv) {
       case 'r': rate = atoi(optarg); break;
       case 'k': kill_every = atoi(optarg); break;
       case 'E': expect_seq = atol(optarg); break;
+      case 'x': until_stdin = 1; break;
       default: usage();
     }
   }
@@ -391,6 +393,11 @@ int main(int argc, char **argv) {
   dst = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   inet_pton(AF_INET, host, &dst.sin_addr);
 
+  if (until_stdin) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+    epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
+  }
+  bool stdin_closed = false;
   int started = 0, reported_round = 0;
   int64_t start = mono_us(), open_at = 0;
   struct epoll_event evs[1024];
@@ -409,7 +416,7 @@ int main(int argc, char **argv) {
          messages arrive: no scan of every connection per wake-up. */
       int live = open_count - closed_count;
       while (reported_round < rounds && live > 0 && round_count[reported_round] >= live) fprintf(stderr, "got %d\n", reported_round++);
-      bool done = kill_every ? complete >= open_count : reported_round >= rounds && rounds > 0;
+      bool done = kill_every ? complete >= open_count : until_stdin ? stdin_closed : reported_round >= rounds && rounds > 0;
       if (done || mono_us() - open_at > (int64_t)wait_s * 1000000) break;
     }
     /* Connects that never complete (a server out of connections) must not stall the run. */
@@ -419,6 +426,11 @@ int main(int argc, char **argv) {
 
     int k = epoll_wait(ep, evs, 1024, started < n ? 1 : 20);
     for (int e = 0; e < k; e++) {
+      if (evs[e].data.u32 == UINT32_MAX) {
+        char discard[256];
+        if (read(0, discard, sizeof discard) <= 0) { stdin_closed = true; epoll_ctl(ep, EPOLL_CTL_DEL, 0, NULL); }
+        continue;
+      }
       int i = (int)evs[e].data.u32;
       conn_t *c = &conns[i];
       if (c->fd < 0) continue;
@@ -438,7 +450,9 @@ int main(int argc, char **argv) {
   printf("{\"subscribers\":%d,\"open\":%d,\"errors\":%d,\"closed\":%d,\"reconnects\":%d,\"doubled\":%ld,\"skipped\":%ld,\"complete\":%d,\"rounds\":[",
          n, open_count, errors, closed_count, reconnects, doubled, skipped, complete);
   int64_t *col = malloc(sizeof(int64_t) * (size_t)n);
-  for (int r = 0; r < rounds; r++) {
+  int shown = rounds;
+  while (until_stdin && shown > 0 && round_count[shown - 1] == 0) shown--; /* rounds never published */
+  for (int r = 0; r < shown; r++) {
     int m = 0;
     for (int i = 0; i < n; i++) if (times[(size_t)i * rounds + r]) col[m++] = times[(size_t)i * rounds + r];
     qsort(col, (size_t)m, sizeof(int64_t), cmp64);
