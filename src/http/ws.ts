@@ -58,10 +58,25 @@ interface Socket {
 
 type Ws = WebSocket<Socket>;
 
+/** ws.send() results. */
+const SENT = 1;
+const DROPPED = 2;
+
+/**
+ * The send in progress: cork() runs its callback synchronously, so one shared callback replaces
+ * a closure per socket on the fan-out path.
+ */
+const corked = { ws: undefined as unknown as Ws, body: undefined as unknown as Buffer, binary: false, status: SENT };
+function sendCorked(): void {
+  corked.status = corked.ws.send(corked.body, corked.binary);
+}
+
 export class WsStream extends Waiter {
   constructor(
     transport: WsTransport,
     readonly ws: Ws,
+    /** The socket's user data (ws.getUserData() is a call into uWS). */
+    readonly socket: Socket,
     channels: readonly string[],
     format: AnswerFormat,
     deadline: number,
@@ -83,13 +98,16 @@ export class WsTransport implements Transport<WsStream> {
   start(): void {}
 
   write(s: WsStream, body: Buffer): Sent {
-    const socket = s.ws.getUserData();
+    const socket = s.socket;
     if (socket.closed || socket.sub !== s) return Sent.Gone;
-    let status = 1;
-    s.ws.cork(() => {
-      status = s.ws.send(body, s.format === 'msgpack');
-    });
-    if (status === 2 || s.ws.getBufferedAmount() > this.config.maxBackpressure) {
+    corked.ws = s.ws;
+    corked.body = body;
+    corked.binary = s.format === 'msgpack';
+    s.ws.cork(sendCorked);
+    const status = corked.status;
+    corked.ws = corked.body = undefined as never; // keep nothing alive
+    // 1: sent; 0: buffered (ask how much only then); 2: dropped past uWS's own limit.
+    if (status !== SENT && (status === DROPPED || s.ws.getBufferedAmount() > this.config.maxBackpressure)) {
       this.closeSocket(s.ws, CLOSE_TOO_SLOW, 'too slow: resume from your last cursor');
       return Sent.SlowClosed;
     }
@@ -97,14 +115,14 @@ export class WsTransport implements Transport<WsStream> {
   }
 
   reject(s: WsStream, err: HoldfastError): void {
-    const socket = s.ws.getUserData();
+    const socket = s.socket;
     if (socket.closed || socket.sub !== s) return;
     socket.sub = undefined;
     this.sendError(s.ws, err);
   }
 
   end(s: WsStream, why: 'expired' | 'drain'): void {
-    const socket = s.ws.getUserData();
+    const socket = s.socket;
     if (socket.closed || socket.sub !== s) return;
     if (why === 'expired' && Date.now() >= s.tokenExpiresAt) this.closeSocket(s.ws, CLOSE_TOKEN_EXPIRED, 'token expired: fetch a new one and resubscribe');
     else this.closeSocket(s.ws, CLOSE_RESTART, JSON.stringify({ retryMs: jitter(1000) }));
@@ -173,7 +191,7 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
       const now = Date.now();
       const tokenExpiresAt = guarded ? (ctx.tokens?.expiresAt(token!) ?? Infinity) : Infinity;
       const endsAt = now + config.streamMaxS * 1000;
-      const stream = new WsStream(transport, ws, channels, socket.format, Math.min(endsAt, tokenExpiresAt), tokenExpiresAt, endsAt);
+      const stream = new WsStream(transport, ws, socket, channels, socket.format, Math.min(endsAt, tokenExpiresAt), tokenExpiresAt, endsAt);
       const previous = socket.sub;
       socket.sub = stream;
       try {
