@@ -10,6 +10,10 @@ import { fingerprint } from './cursor.js';
 export class Message {
   private jsonFrag: string | undefined;
   private msgpackFrag: Buffer | undefined;
+  /** Bodies of the single-channel answer made of this message alone (see singleAnswer). */
+  private singleUses = 0;
+  private singleJson: Buffer | undefined = undefined;
+  private singleMsgpack: Buffer | undefined = undefined;
 
   constructor(
     readonly ch: string,
@@ -33,6 +37,24 @@ export class Message {
   /** `{"ch":…,"seq":…,"data":…}` */
   jsonFragment(): string {
     return (this.jsonFrag ??= `{"ch":${JSON.stringify(this.ch)},"seq":${this.seq},"data":${this.json}}`);
+  }
+
+  /**
+   * The body of a single-channel answer that carries this message alone, in JSON or
+   * MessagePack: the same bytes for every poll that gets it (no gap, and the cursor is this
+   * message's own position), e.g. every client one message behind the head. `render` makes it;
+   * it is kept from the second time it is asked for, so a message answered once (an inbox)
+   * keeps nothing extra. It can only ever reach pollers of this message's channel.
+   */
+  singleAnswer(format: 'json' | 'msgpack', render: () => Buffer): Buffer {
+    const kept = format === 'json' ? this.singleJson : this.singleMsgpack;
+    if (kept) return kept;
+    const body = render();
+    if (++this.singleUses > 1) {
+      if (format === 'json') this.singleJson = body;
+      else this.singleMsgpack = body;
+    }
+    return body;
   }
 
   /** The same map, MessagePack-encoded. */

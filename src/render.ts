@@ -27,6 +27,9 @@ export interface Answer {
 }
 
 export function renderAnswer(answer: Answer, format: AnswerFormat): Buffer {
+  if (format !== 'sse' && isSingle(answer)) {
+    return answer.messages[0]!.singleAnswer(format, format === 'json' ? () => renderJson(answer) : () => renderMsgpack(answer));
+  }
   switch (format) {
     case 'json':
       return renderJson(answer);
@@ -35,6 +38,17 @@ export function renderAnswer(answer: Answer, format: AnswerFormat): Buffer {
     case 'sse':
       return renderSse(answer);
   }
+}
+
+/**
+ * One channel, one message, no gap or hint, and the cursor at that message: the answer is
+ * determined by the message alone (Message.singleAnswer shares it).
+ */
+function isSingle(a: Answer): boolean {
+  if (a.messages.length !== 1 || a.channels.length !== 1 || a.gapChannels !== undefined || a.retryMs !== undefined) return false;
+  const m = a.messages[0]!;
+  const p = a.after[0]!;
+  return m.ch === a.channels[0] && p.seq === m.seq && p.epoch === m.epoch && p.fp === m.fp;
 }
 
 function renderJson(a: Answer): Buffer {

@@ -306,7 +306,9 @@ export class PollHub {
     w.readStamp = this.registry.wakeStamp(w.channels);
     let results: ReadResult[];
     try {
-      results = await Promise.all(w.channels.map((ch, i) => this.broker.read(ch, from[i]!, w.max)));
+      results = w.channels.length === 1
+        ? [await this.broker.read(w.channels[0]!, from[0]!, w.max)]
+        : await Promise.all(w.channels.map((ch, i) => this.broker.read(ch, from[i]!, w.max)));
     } catch (err) {
       if (w.state !== WaiterState.Setup) return;
       if (initial) return this.refuse(w, err);
