@@ -12,6 +12,8 @@
  *   fanout  one publish answers N polls parked on one channel
  *   inbox   N channels with one poll each, one publish per channel (16 publisher connections)
  *   batch   the inbox, published as POST /v1/publish batches of 100 (Holdfast only)
+ *   fastpath  polls whose message already waits (a cursor one behind), 16 connections for 20 s:
+ *           instructions per answer (raw uWS answers such a poll at once from memory)
  *
  * Warm-up rounds (same size) run first, so the JIT has optimised the hot paths; the median
  * of the measured rounds is reported. `--keep DIR` keeps each measured dump for
@@ -19,11 +21,11 @@
  * profile that with node --cpu-prof).
  */
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { median, park, pub, serverRunner, waitCount } from './lib.js';
+import { median, park, pinned, pub, serverRunner, waitCount } from './lib.js';
 import { TARGETS, type Running, type Target } from './targets.js';
 
 const argv = process.argv.slice(2);
@@ -36,7 +38,7 @@ const ROUNDS = Number(arg('--rounds') ?? 3);
 const WARM = Number(arg('--warm') ?? 2);
 const BATCH = 100;
 const keep = arg('--keep');
-const only = arg('--only')?.split(',') ?? ['fanout', 'inbox', 'batch'];
+const only = arg('--only')?.split(',') ?? ['fanout', 'inbox', 'batch', 'fastpath'];
 const targetNames = arg('--targets')?.split(',') ?? ['holdfast (memory)', 'raw uWS'];
 
 if (!existsSync('/usr/bin/valgrind')) {
@@ -171,10 +173,49 @@ async function inbox(t: Target, r: Running, n: number, label?: string, batch = 1
   return { deliveries: answered, instructions: ir };
 }
 
+/** Runs native-bench/build/reqloop on the load core; resolves with its summary. */
+function reqloop(port: number, args: string[]): Promise<{ ok: number; non2xx: number; errors: number }> {
+  return new Promise((resolve, reject) => {
+    const [cmd, a] = pinned(1, new URL('./build/reqloop', import.meta.url).pathname, ['-p', String(port), ...args]);
+    const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.once('exit', () => {
+      try {
+        resolve(JSON.parse(out));
+      } catch {
+        reject(new Error(`reqloop failed: ${out}`));
+      }
+    });
+  });
+}
+
+/** Polls whose message waits (one message behind), for a while: instructions per answer. */
+async function fastpath(t: Target, r: Running, _n: number, label?: string) {
+  const base = `http://127.0.0.1:${r.port}`;
+  const ch = 'fp';
+  if (!fastPaths.has(r.port)) {
+    for (let i = 0; i < 3; i++) await fetch(`${base}/v1/publish/${ch}`, { method: 'POST', body: '{"v":1}', headers: { 'content-type': 'application/json' } });
+    const path = t.name.startsWith('holdfast')
+      ? `/v1/poll?ch=${ch}&cursor=${((await (await fetch(`${base}/v1/poll?ch=${ch}&cursor=earliest&max=1`)).json()) as { cursor: string }).cursor}&max=1`
+      : `/v1/poll?ch=${ch}&cursor=1`;
+    fastPaths.set(r.port, path);
+  }
+  if (label) await quietZero(r.pids[0]!);
+  const m = await reqloop(r.port, ['-c', '16', '-t', label ? '20' : '10', '-w', '0', '-u', fastPaths.get(r.port)!]);
+  if (m.non2xx + m.errors > 0) throw new Error(`${t.name} fastpath: ${m.non2xx} non-2xx, ${m.errors} errors`);
+  // Answers still in flight when reqloop stopped are counted by the server but not by reqloop:
+  // at most one per connection, against thousands answered.
+  const ir = label ? await measured(r.pids[0]!, label) : { all: 0, main: 0 };
+  return { deliveries: m.ok, instructions: ir };
+}
+const fastPaths = new Map<number, string>();
+
 const SCENARIOS: Record<string, (t: Target, r: Running, n: number, label?: string) => Promise<{ deliveries: number; instructions: Count }>> = {
   fanout,
   inbox: (t, r, n, label) => inbox(t, r, n, label),
   batch: (t, r, n, label) => inbox(t, r, n, label, BATCH),
+  fastpath,
 };
 
 const results: Record<string, Record<string, { perDelivery: number; mainPerDelivery: number; rounds: Count[]; deliveries: number; idlePerSecond: number }>> = {};
@@ -193,10 +234,10 @@ for (const name of targetNames) {
       for (let i = 0; i < ROUNDS; i++) {
         const label = `${t.name.replace(/\W+/g, '-')}-${scenario}-${i}`;
         const m = await SCENARIOS[scenario]!(t, r, POLLS, label);
-        if (m.deliveries !== POLLS) throw new Error(`${t.name} ${scenario}: ${m.deliveries} of ${POLLS} answered`);
+        if (scenario !== 'fastpath' && m.deliveries !== POLLS) throw new Error(`${t.name} ${scenario}: ${m.deliveries} of ${POLLS} answered`);
         per.push({ all: Math.round(m.instructions.all / m.deliveries), main: Math.round(m.instructions.main / m.deliveries) });
       }
-      const row = { perDelivery: median(per.map((p) => p.all)), mainPerDelivery: median(per.map((p) => p.main)), rounds: per, deliveries: POLLS, idlePerSecond: Math.round(idlePerSecond) };
+      const row = { perDelivery: median(per.map((p) => p.all)), mainPerDelivery: median(per.map((p) => p.main)), rounds: per, deliveries: scenario === 'fastpath' ? 0 : POLLS, idlePerSecond: Math.round(idlePerSecond) };
       (results[scenario] ??= {})[t.name] = row;
       console.log(`${t.name} ${scenario}: ${row.perDelivery.toLocaleString('en')} instructions per delivery, ${row.mainPerDelivery.toLocaleString('en')} on the main thread (rounds ${per.map((p) => `${p.all}/${p.main}`).join(', ')}; idle ${row.idlePerSecond.toLocaleString('en')}/s subtracted)`);
     } finally {

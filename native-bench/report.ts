@@ -18,8 +18,9 @@ const TABLES: Record<string, { title: string; cols: [string, string][]; key: str
   park: { title: 'Parked polls: server RSS per parked poll', cols: [['polls', 'polls'], ['serverCount', 'server count'], ['stillParkedAfterHold', 'still parked'], ['bytesPerPoll', 'bytes / poll']], key: 'bytesPerPoll', higherIsBetter: false },
   fanout: { title: 'Fan-out: one publish to every parked poll', cols: [['answered', 'answered'], ['firstMs', 'first ms'], ['p50Ms', 'p50 ms'], ['p99Ms', 'p99 ms'], ['lastMs', 'last ms'], ['deliveriesPerSec', 'deliveries/s']], key: 'deliveriesPerSec', higherIsBetter: true },
   inbox: { title: 'Inbox: one message to each of N channels', cols: [['answered', 'answered'], ['deliveriesPerSec', 'deliveries/s'], ['p50Ms', 'p50 ms'], ['p99Ms', 'p99 ms'], ['maxMs', 'max ms']], key: 'deliveriesPerSec', higherIsBetter: true },
+  inboxBatch: { title: 'Inbox, published in batches of 100 (POST /v1/publish)', cols: [['answered', 'answered'], ['deliveriesPerSec', 'deliveries/s'], ['p50Ms', 'p50 ms'], ['p99Ms', 'p99 ms'], ['maxMs', 'max ms']], key: 'deliveriesPerSec', higherIsBetter: true },
   steady: { title: 'Steady state: clients re-poll with their cursor under a fixed publish rate', cols: [['clients', 'clients'], ['deliveriesPerSec', 'deliveries/s'], ['p50Ms', 'p50 ms'], ['p99Ms', 'p99 ms'], ['maxMs', 'max ms'], ['complete', 'complete'], ['missing', 'lost'], ['duplicates', 'doubled']], key: 'deliveriesPerSec', higherIsBetter: true },
-  fastpath: { title: 'Fast path (autocannon, 50 connections)', cols: [['pollsPerSec', 'polls/s (message waiting)'], ['publishesPerSec', 'publishes/s']], key: 'pollsPerSec', higherIsBetter: true },
+  fastpath: { title: 'Fast path (reqloop, 50 keep-alive connections)', cols: [['pollsPerSec', 'polls/s (message waiting)'], ['answerBytes', 'answer bytes'], ['publishesPerSec', 'publishes/s']], key: 'pollsPerSec', higherIsBetter: true },
 };
 
 export function renderMarkdown(r: Report): string {

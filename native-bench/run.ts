@@ -11,11 +11,14 @@
  *            time to first / p50 / p99 / last delivery and deliveries/s
  *   inbox    N channels with one poll each, one message to each through 16 keep-alive publisher
  *            connections: deliveries/s and publish→delivery p50 / p99 / max
+ *   inboxBatch  the inbox, published as POST /v1/publish batches of 100 messages over 4
+ *            connections (Holdfast only: Nchan has no batch publish)
  *   steady   C clients loop poll → re-poll with cursor on 40 channels (every 5th client follows
  *            2–4 in one poll) while a publisher sends one batch per round, all channels in
  *            lockstep: deliveries/s, latency, and that every delivery is on a channel the client
  *            follows, with the payload published there, once and in order (Holdfast only)
- *   fastpath autocannon: polls/s when a message is already waiting; publishes/s
+ *   fastpath polls/s when a message is already waiting, and publishes/s (native-bench/reqloop.c,
+ *            50 keep-alive connections); raw uWS answers such a poll at once from memory
  */
 
 import { spawn } from 'node:child_process';
@@ -23,7 +26,6 @@ import { cpus, release } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import autocannon from 'autocannon';
 import calculateSlot from 'cluster-key-slot';
 import { PIN, park, pinned, pub, rssKiB, waitCount, waitParked, freePort } from './lib.js';
 import { TARGETS, type Running, type Target } from './targets.js';
@@ -50,7 +52,11 @@ const STEADY_MULTI_EVERY = 5;
 const STEADY_RATE = 1000;
 const STEADY_SECONDS = quick ? 3 : 10;
 const FAST_SECONDS = quick ? 3 : 8;
+const FAST_CONNECTIONS = 50;
 const PUBLISHERS = 16;
+/** The batch inbox: messages per POST /v1/publish, and connections sending them. */
+const BATCH = 100;
+const BATCH_PUBLISHERS = 4;
 const tmp = join(tmpdir(), `hf-bench-${process.pid}`);
 mkdirSync(tmp, { recursive: true });
 
@@ -145,8 +151,8 @@ async function parkAndFanout(t: Target, r: Running) {
   };
 }
 
-async function inbox(t: Target, r: Running) {
-  const prefix = 'inbox';
+async function inbox(t: Target, r: Running, batch = 1) {
+  const prefix = batch > 1 ? 'inboxb' : 'inbox';
   const run = park(r.port, N_INBOX, { prefix, waitS: 60, path: t.pollPath, dump: join(tmp, 'inbox.txt') });
   await run.parked;
   if (t.parkedCount) {
@@ -157,7 +163,11 @@ async function inbox(t: Target, r: Running) {
   // No HTTP pipelining: uWS v20.30 closes a connection that pipelines a request behind an
   // unanswered one, so Holdfast on Redis (whose answers wait for Redis) would be cut off. Every
   // server gets the same publisher: PUBLISHERS keep-alive connections, one request in flight each.
-  const sent = await pub(r.port, ['-n', String(N_INBOX), '-c', String(PUBLISHERS), '-d', '1', '-u', t.publishPath(prefix, true), '-b', t.publishBody(true, prefix), '-O', join(tmp, 'sent.txt')]);
+  // Batches (Holdfast's POST /v1/publish): BATCH_PUBLISHERS connections, BATCH messages per
+  // request, message i to channel i (pub's lockstep mode checks every acknowledged seq).
+  const sent = batch > 1
+    ? await pub(r.port, ['-n', String(N_INBOX), '-L', `${prefix}%d`, '-K', String(N_INBOX), '-B', String(batch), '-c', String(BATCH_PUBLISHERS), '-d', '1', '-O', join(tmp, 'sent.txt')])
+    : await pub(r.port, ['-n', String(N_INBOX), '-c', String(PUBLISHERS), '-d', '1', '-u', t.publishPath(prefix, true), '-b', t.publishBody(true, prefix), '-O', join(tmp, 'sent.txt')]);
   const results = await run.done;
   const answers = readPairs(join(tmp, 'inbox.txt'));
   const sends = readPairs(join(tmp, 'sent.txt'));
@@ -278,29 +288,55 @@ async function steady(t: Target, r: Running) {
   return result;
 }
 
+/** Runs native-bench/build/reqloop on the load core; resolves with its summary. */
+function reqloop(port: number, args: string[]): Promise<{ requests: number; ok: number; non2xx: number; errors: number; per_sec: number; bytes_per_answer: number }> {
+  return new Promise((resolve, reject) => {
+    const [cmd, a] = pinned(1, new URL('./build/reqloop', import.meta.url).pathname, ['-p', String(port), ...args]);
+    const p = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.once('exit', () => {
+      try {
+        resolve(JSON.parse(out));
+      } catch {
+        reject(new Error(`reqloop failed: ${out}`));
+      }
+    });
+  });
+}
+
+/**
+ * Polls whose message is already waiting, and publishes, each for FAST_SECONDS over
+ * FAST_CONNECTIONS keep-alive connections (one request in flight each): Holdfast with a cursor
+ * one message behind, Nchan with If-Modified-Since in the past, raw uWS answering at once from
+ * memory (the most a server on this runtime can do per request).
+ */
 async function fastpath(t: Target, r: Running) {
   const base = `http://127.0.0.1:${r.port}`;
-  let pollUrl: string;
-  let headers: Record<string, string> = {};
+  let pollPath: string;
+  const headers: string[] = [];
   if (t.name.startsWith('holdfast')) {
     for (let i = 0; i < 3; i++) await fetch(`${base}/v1/publish/fp`, { method: 'POST', body: '{"v":1}', headers: { 'content-type': 'application/json' } });
-    const c = (await (await fetch(`${base}/v1/poll?ch=fp&cursor=earliest&max=2`)).json()) as { cursor: string };
-    pollUrl = `${base}/v1/poll?ch=fp&cursor=${c.cursor}&max=1`;
+    const c = (await (await fetch(`${base}/v1/poll?ch=fp&cursor=earliest&max=1`)).json()) as { cursor: string };
+    pollPath = `/v1/poll?ch=fp&cursor=${c.cursor}&max=1`;
   } else if (t.name.startsWith('nchan')) {
     for (let i = 0; i < 3; i++) await fetch(`${base}/pub/fp`, { method: 'POST', body: '{"v":1}' });
-    pollUrl = `${base}/sub/fp`;
-    headers = { 'If-Modified-Since': 'Thu, 01 Jan 1970 00:00:00 GMT' };
+    pollPath = '/sub/fp';
+    headers.push('-h', 'If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT');
+  } else if (t.name === 'raw uWS') {
+    for (let i = 0; i < 3; i++) await fetch(`${base}/v1/publish/fp`, { method: 'POST', body: '{"v":1}', headers: { 'content-type': 'application/json' } });
+    pollPath = '/v1/poll?ch=fp&cursor=1';
   } else {
     return undefined;
   }
-  const cannon = (opts: autocannon.Options) => new Promise<autocannon.Result>((resolve, reject) => autocannon(opts, (err, res) => (err ? reject(err) : resolve(res))));
-  const polls = await cannon({ url: pollUrl, headers, connections: 50, duration: FAST_SECONDS });
-  const pubUrl = t.name.startsWith('holdfast') ? `${base}/v1/publish/pp` : `${base}/pub/pp`;
-  const pubs = await cannon({ url: pubUrl, method: 'POST', body: '{"a":1}', headers: { 'content-type': 'application/json' }, connections: 50, duration: FAST_SECONDS });
+  const common = ['-c', String(FAST_CONNECTIONS), '-t', String(FAST_SECONDS), '-w', '1'];
+  const polls = await reqloop(r.port, [...common, '-u', pollPath, ...headers]);
+  const pubs = await reqloop(r.port, [...common, '-m', 'POST', '-u', t.publishPath('pp', false), '-b', '{"a":1}']);
   return {
-    pollsPerSec: Math.round(polls.requests.average),
+    pollsPerSec: Math.round(polls.per_sec),
     pollErrors: polls.non2xx + polls.errors,
-    publishesPerSec: Math.round(pubs.requests.average),
+    answerBytes: Math.round(polls.bytes_per_answer),
+    publishesPerSec: Math.round(pubs.per_sec),
     publishErrors: pubs.non2xx + pubs.errors,
   };
 }
@@ -309,7 +345,8 @@ async function fastpath(t: Target, r: Running) {
 
 const SCENARIOS: [string, (t: Target, r: Running) => Promise<unknown>][] = [
   ['park', parkAndFanout],
-  ['inbox', inbox],
+  ['inbox', (t, r) => inbox(t, r)],
+  ['inboxBatch', (t, r) => inbox(t, r, BATCH)],
   ['steady', steady],
   ['fastpath', fastpath],
 ];
@@ -330,8 +367,8 @@ for (const t of TARGETS) {
   }
   for (const [scenario, fn] of SCENARIOS) {
     if (!wanted(scenario)) continue;
-    if (scenario === 'steady' && !t.name.startsWith('holdfast')) continue;
-    if (scenario === 'fastpath' && !(t.name.startsWith('holdfast') || t.name.startsWith('nchan'))) continue;
+    if ((scenario === 'steady' || scenario === 'inboxBatch') && !t.name.startsWith('holdfast')) continue;
+    if (scenario === 'fastpath' && !(t.name.startsWith('holdfast') || t.name.startsWith('nchan') || t.name === 'raw uWS')) continue;
     const redis = t.needsRedis ? await ensureRedis() : undefined;
     const running = await t.start(redis);
     try {
