@@ -7,13 +7,24 @@
 import { pack } from 'msgpackr';
 import { fingerprint } from './cursor.js';
 
+/** A rendered answer kept on its last message. */
+interface KeptAnswer {
+  readonly key: number;
+  readonly body: Buffer;
+}
+
+/** Answers kept per message: the few ranges clients ask for at once. */
+const MAX_KEPT = 2;
+
 export class Message {
   private jsonFrag: string | undefined;
   private msgpackFrag: Buffer | undefined;
-  /** Bodies of the single-channel answer made of this message alone (see singleAnswer). */
-  private singleUses = 0;
-  private singleJson: Buffer | undefined = undefined;
-  private singleMsgpack: Buffer | undefined = undefined;
+  /**
+   * Single-channel answers that end with this message (see answerFrom): the last one asked
+   * for once (as first seq × 2 + format), and those asked for again, kept.
+   */
+  private askedOnce = -1;
+  private kept: KeptAnswer[] | undefined = undefined;
 
   constructor(
     readonly ch: string,
@@ -40,20 +51,23 @@ export class Message {
   }
 
   /**
-   * The body of a single-channel answer that carries this message alone, in JSON or
+   * The body of the single-channel answer carrying messages `first`…this one, in JSON or
    * MessagePack: the same bytes for every poll that gets it (no gap, and the cursor is this
-   * message's own position), e.g. every client one message behind the head. `render` makes it;
-   * it is kept from the second time it is asked for, so a message answered once (an inbox)
-   * keeps nothing extra. It can only ever reach pollers of this message's channel.
+   * message's own position): every client one message behind the head, every client catching
+   * up from the same cursor. `render` makes it; it is kept from the second time it is asked
+   * for, so a message answered once (an inbox) keeps nothing but a number. A kept body is also
+   * what answer compression keys its compressed variants on (src/compress), so those are made
+   * once too. It can only ever reach pollers of this message's channel.
    */
-  singleAnswer(format: 'json' | 'msgpack', render: () => Buffer): Buffer {
-    const kept = format === 'json' ? this.singleJson : this.singleMsgpack;
-    if (kept) return kept;
+  answerFrom(first: number, format: 'json' | 'msgpack', render: () => Buffer): Buffer {
+    const key = first * 2 + (format === 'json' ? 0 : 1);
+    const kept = this.kept;
+    if (kept) for (const k of kept) if (k.key === key) return k.body;
     const body = render();
-    if (++this.singleUses > 1) {
-      if (format === 'json') this.singleJson = body;
-      else this.singleMsgpack = body;
-    }
+    if (this.askedOnce === key) {
+      if (kept && kept.length >= MAX_KEPT) kept.shift();
+      (this.kept ??= []).push({ key, body });
+    } else this.askedOnce = key;
     return body;
   }
 

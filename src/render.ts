@@ -27,8 +27,9 @@ export interface Answer {
 }
 
 export function renderAnswer(answer: Answer, format: AnswerFormat): Buffer {
-  if (format !== 'sse' && isSingle(answer)) {
-    return answer.messages[0]!.singleAnswer(format, format === 'json' ? () => renderJson(answer) : () => renderMsgpack(answer));
+  if (format !== 'sse' && isShareable(answer)) {
+    const last = answer.messages[answer.messages.length - 1]!;
+    return last.answerFrom(answer.messages[0]!.seq, format, format === 'json' ? () => renderJson(answer) : () => renderMsgpack(answer));
   }
   switch (format) {
     case 'json':
@@ -41,14 +42,17 @@ export function renderAnswer(answer: Answer, format: AnswerFormat): Buffer {
 }
 
 /**
- * One channel, one message, no gap or hint, and the cursor at that message: the answer is
- * determined by the message alone (Message.singleAnswer shares it).
+ * One channel, messages in a row, no gap or hint, and the cursor at the last one: the answer
+ * is determined by its first and last message (Message.answerFrom shares it).
  */
-function isSingle(a: Answer): boolean {
-  if (a.messages.length !== 1 || a.channels.length !== 1 || a.gapChannels !== undefined || a.retryMs !== undefined) return false;
-  const m = a.messages[0]!;
+function isShareable(a: Answer): boolean {
+  const n = a.messages.length;
+  if (n === 0 || a.channels.length !== 1 || a.gapChannels !== undefined || a.retryMs !== undefined) return false;
+  const first = a.messages[0]!;
+  const last = a.messages[n - 1]!;
   const p = a.after[0]!;
-  return m.ch === a.channels[0] && p.seq === m.seq && p.epoch === m.epoch && p.fp === m.fp;
+  return last.ch === a.channels[0] && first.ch === last.ch && first.epoch === last.epoch && last.seq - first.seq === n - 1 &&
+    p.seq === last.seq && p.epoch === last.epoch && p.fp === last.fp;
 }
 
 function renderJson(a: Answer): Buffer {

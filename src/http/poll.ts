@@ -1,6 +1,8 @@
 /** GET /v1/poll — parse and authorise on the request's own callback, then hand to the PollHub. */
 
 import type { ReadFrom } from '../broker/broker.js';
+import { preferredEncoding } from '../compress/accept.js';
+import { AnswerCompressor } from '../compress/compressor.js';
 import { Poll } from '../poll/poll.js';
 import type { AnswerFormat } from '../render.js';
 import { bearer } from '../auth/bearer.js';
@@ -65,19 +67,22 @@ function pollQuery(memo: Map<string, PollQuery>, raw: string, config: ServerCont
 
 export function pollHandler(ctx: ServerContext) {
   const { config } = ctx;
-  const transport = longPollTransport(config);
+  // Answer compression (LP_COMPRESS_MIN_BYTES > 0): only then is Accept-Encoding read.
+  const compressor = config.compressMinBytes > 0 ? new AnswerCompressor(config) : undefined;
+  const transport = longPollTransport(config, compressor);
   const memo = new Map<string, PollQuery>();
   return (res: Res, req: HttpRequest): void => {
     const rawQuery = req.getQuery() ?? '';
     const authorization = req.getHeader('authorization');
     const format = answerFormat(req.getHeader('accept'));
+    const encoding = compressor ? preferredEncoding(req.getHeader('accept-encoding')) : undefined;
 
     // 1. Bad input (400) before auth.
     const { channels, from, timeout, max, token: tokenParam } = pollQuery(memo, rawQuery, config);
 
     // 3. Park (or answer at once): interest first, then history.
     const park = (): void => {
-      const poll = new Poll(transport, res, channels, max, format, Date.now() + timeout);
+      const poll = new Poll(transport, res, channels, max, format, Date.now() + timeout, encoding);
       res.onAborted(() => {
         res.closed = true;
         ctx.hub.abort(poll);

@@ -3,6 +3,7 @@
  * The state machine it follows is the waiter's (see waiter.ts).
  */
 
+import type { Encoding } from '../compress/accept.js';
 import type { AnswerFormat } from '../render.js';
 import type { Res } from '../respond.js';
 import { type Transport, Waiter } from './waiter.js';
@@ -15,6 +16,8 @@ export class Poll extends Waiter {
     max: number,
     format: AnswerFormat,
     deadline: number,
+    /** The compression the client accepts (Accept-Encoding), if any. */
+    readonly encoding: Encoding | undefined = undefined,
   ) {
     super(transport as Transport, channels, max, format, deadline);
   }
