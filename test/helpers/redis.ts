@@ -172,12 +172,7 @@ export interface ClusterOptions {
 /** A 3-master Redis Cluster on loopback (with `replicas` per master), created with redis-cli --cluster create. */
 export async function startRedisCluster(options: ClusterOptions = {}): Promise<RedisCluster> {
   const replicas = options.replicas ?? 0;
-  const servers: RedisServer[] = [];
-  for (let i = 0; i < 3 * (1 + replicas); i++) {
-    const port = await freePort();
-    servers.push(new RedisServer(port, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 2000)]));
-  }
-  await Promise.all(servers.map((s) => s.start()));
+  const servers = await Promise.all(Array.from({ length: 3 * (1 + replicas) }, () => startClusterNode(options.nodeTimeoutMs ?? 2000)));
   const nodes = servers.map((s) => s.address);
   await run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', String(replicas), '--cluster-yes']);
   // Wait (bounded) until every node agrees the cluster is up and every replica is in sync.
@@ -191,6 +186,36 @@ export async function startRedisCluster(options: ClusterOptions = {}): Promise<R
     await new Promise((r) => setTimeout(r, 100));
   }
   return { nodes, servers, uniquePrefix: () => servers[0]!.uniquePrefix() };
+}
+
+/** A port whose cluster bus port (+10000) is free too. */
+async function freeClusterPort(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (port + 10_000 > 65_535) continue;
+    const bus = net.createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      bus.once('error', () => resolve(false));
+      bus.listen(port + 10_000, '127.0.0.1', () => resolve(true));
+    });
+    if (free) await new Promise((resolve) => bus.close(resolve));
+    if (free) return port;
+  }
+}
+
+/** A cluster-enabled redis-server, started; a port taken meanwhile by another process is retried. */
+async function startClusterNode(nodeTimeoutMs: number): Promise<RedisServer> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freeClusterPort();
+    const server = new RedisServer(port, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', String(nodeTimeoutMs)]);
+    try {
+      await server.start();
+      return server;
+    } catch (err) {
+      server.kill();
+      if (attempt >= 5 || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
 }
 
 /** Per server of a cluster: its role and, for a master, the slot ranges it serves (from CLUSTER NODES). */
