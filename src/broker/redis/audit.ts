@@ -45,7 +45,7 @@ export async function auditAcks(
         keys.notify(ch),
         publishCommand,
         config.channelIdleS,
-      ], { write: true, bypassGate: true });
+      ], { write: true });
       if (moved === 1) lost.push(ch);
     }));
   }

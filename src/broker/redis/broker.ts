@@ -17,8 +17,10 @@
  *   watch.ts          per-connection logs (failed connects, losses, recoveries, failovers)
  *
  * Commands are refused (503) while the command connection is down, while Redis does not
- * answer, while the audit after a comeback runs, and when Redis cannot give the durability
- * asked for (LP_REDIS_WAIT_AOF without WAITAOF).
+ * answer, and when Redis cannot give the durability asked for (LP_REDIS_WAIT_AOF without
+ * WAITAOF). The lost-writes audit after a comeback runs while requests are served: a publish
+ * that reuses a lost seq before the audit reaches its channel is still caught (the audit
+ * compares the acknowledged message with the one stored under its seq).
  */
 
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
@@ -82,7 +84,7 @@ export class RedisBroker implements Broker {
   private readonly reads = new ReadGate();
   private readonly publishCommand: 'PUBLISH' | 'SPUBLISH';
   private closed = false;
-  /** The audit after a comeback runs: commands wait for it (503). */
+  /** The audit after a comeback runs (one at a time; requests are served meanwhile). */
   private auditing = false;
   private auditAgain: string | undefined;
   /** Redis cannot give what the config asks for (LP_REDIS_WAIT_AOF without WAITAOF). */
@@ -186,7 +188,6 @@ export class RedisBroker implements Broker {
     if (this.refusedBecause) return this.refusedBecause;
     if (this.cmd.status !== 'ready') return `Redis is not connected (${this.cmd.status}); retry shortly`;
     if (!this.liveness.answering) return `Redis has not answered for ${this.liveness.silentForMs()} ms; retry shortly`;
-    if (this.auditing) return 'Redis just came back and is being checked for lost writes; retry shortly';
     return undefined;
   }
 
@@ -417,6 +418,9 @@ export class RedisBroker implements Broker {
   /**
    * Redis is back (reconnected, answering again, or a Cluster failover was seen): audit the
    * acknowledged publishes it may have lost, then have every parked poll re-read.
+   * (A cursor read between the comeback and the audit's verdict on its channel still gets its
+   * gap from the cursor's fingerprint when it names a lost message, and from the new epoch on
+   * its next read otherwise.)
    */
   private async recover(why: string): Promise<void> {
     if (this.closed) return;

@@ -45,8 +45,6 @@ export interface CommandGate {
 export interface RunOptions {
   /** A write: a failure after sending may have stored it. */
   write: boolean;
-  /** Runs even while the gate refuses (the audit that reopens it). */
-  bypassGate?: boolean;
 }
 
 export class RedisCommands {
@@ -59,10 +57,8 @@ export class RedisCommands {
   ) {}
 
   async run(name: ScriptName, keys: string[], args: (string | number)[], options: RunOptions): Promise<unknown> {
-    if (!options.bypassGate) {
-      const refusal = this.gate.refusal();
-      if (refusal !== undefined) throw new BrokerUnavailableError(refusal);
-    }
+    const refusal = this.gate.refusal();
+    if (refusal !== undefined) throw new BrokerUnavailableError(refusal);
     const fn = (this.client as unknown as Record<ScriptName, (...a: (string | number)[]) => Promise<unknown>>)[name];
     try {
       return await fn.call(this.client, ...keys, ...args);
