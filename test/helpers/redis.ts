@@ -136,8 +136,11 @@ export class RedisServer {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /** Extra redis-cli arguments this server needs (a password, TLS). */
+  cliArgs: string[] = [];
+
   async cli(...args: string[]): Promise<string> {
-    const { stdout } = await run('redis-cli', ['-p', String(this.port), ...args]);
+    const { stdout } = await run('redis-cli', ['-p', String(this.port), ...this.cliArgs, ...args]);
     return stdout.trim();
   }
 }
@@ -264,6 +267,8 @@ export class SentinelServer extends RedisServer {
     private readonly primary: RedisServer,
     private readonly quorum: number,
     private readonly downAfterMs: number,
+    /** More sentinel.conf lines (auth, TLS). */
+    private readonly extraConf: string[] = [],
   ) {
     super(port);
   }
@@ -280,6 +285,7 @@ export class SentinelServer extends RedisServer {
       `sentinel down-after-milliseconds ${this.name} ${this.downAfterMs}`,
       `sentinel failover-timeout ${this.name} 10000`,
       `sentinel parallel-syncs ${this.name} 1`,
+      ...this.extraConf,
       '',
     ].join('\n'));
     return [conf, '--sentinel'];
@@ -305,15 +311,46 @@ export interface SentinelSet {
  * A primary, one replica and three Sentinels (quorum 2) that fail the primary over
  * `downAfterMs` after it stops answering.
  */
-export async function startSentinelSet(options: { downAfterMs?: number; primaryArgs?: string[] } = {}): Promise<SentinelSet> {
+export interface SentinelSetOptions {
+  downAfterMs?: number;
+  primaryArgs?: string[];
+  /** requirepass of the primary and the replica (and the sentinels' auth-pass for them). */
+  password?: string;
+  /** requirepass of the sentinels themselves. */
+  sentinelPassword?: string;
+  /** Every process speaks TLS only (replication and sentinel links included), with these files. */
+  tls?: TlsFiles;
+}
+
+export async function startSentinelSet(options: SentinelSetOptions = {}): Promise<SentinelSet> {
   const name = `hf${process.pid}x${++prefixes}`;
+  const tls = options.tls;
+  const tlsArgs = (port: number) => (tls ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.ca, '--tls-replication', 'yes', '--tls-auth-clients', 'no'] : []);
+  const authArgs = options.password ? ['--requirepass', options.password, '--masterauth', options.password] : [];
+  const cliArgs = [...(tls ? ['--tls', '--cacert', tls.ca] : []), ...(options.password ? ['-a', options.password, '--no-auth-warning'] : [])];
   // No 5 s wait before a full sync: a replica that (re)joins is in sync at once.
-  const args = ['--repl-diskless-sync-delay', '0', ...(options.primaryArgs ?? [])];
-  const primary = new RedisServer(await freePort(), args);
+  const args = ['--repl-diskless-sync-delay', '0', ...authArgs, ...(options.primaryArgs ?? [])];
+  const primaryPort = await freePort();
+  const primary = new RedisServer(primaryPort, [...args, ...tlsArgs(primaryPort)]);
+  primary.cliArgs = cliArgs;
   await primary.start();
-  const replica = await startReplica(primary, args);
+  const replicaPort = await freePort();
+  const replica = new RedisServer(replicaPort, ['--replicaof', '127.0.0.1', String(primary.port), ...args, ...tlsArgs(replicaPort)]);
+  replica.cliArgs = cliArgs;
+  await replica.start();
+  await replica.waitForLog('MASTER <-> REPLICA sync: Finished with success');
   const sentinels: SentinelServer[] = [];
-  for (let i = 0; i < 3; i++) sentinels.push(new SentinelServer(await freePort(), name, primary, 2, options.downAfterMs ?? 1000));
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort();
+    const conf = [
+      ...(options.password ? [`sentinel auth-pass ${name} ${options.password}`] : []),
+      ...(options.sentinelPassword ? [`requirepass ${options.sentinelPassword}`, `sentinel sentinel-pass ${options.sentinelPassword}`] : []),
+      ...(tls ? ['port 0', `tls-port ${port}`, `tls-cert-file ${tls.cert}`, `tls-key-file ${tls.key}`, `tls-ca-cert-file ${tls.ca}`, 'tls-replication yes', 'tls-auth-clients no'] : []),
+    ];
+    const sentinel = new SentinelServer(port, name, primary, 2, options.downAfterMs ?? 1000, conf);
+    sentinel.cliArgs = [...(tls ? ['--tls', '--cacert', tls.ca] : []), ...(options.sentinelPassword ? ['-a', options.sentinelPassword, '--no-auth-warning'] : [])];
+    sentinels.push(sentinel);
+  }
   await Promise.all(sentinels.map((s) => s.start()));
   // Every Sentinel must know the replica and the other Sentinels before a failover can work.
   const deadline = Date.now() + 30_000;
@@ -331,4 +368,23 @@ export async function startSentinelSet(options: { downAfterMs?: number; primaryA
     sentinels,
     env: () => ({ REDIS_SENTINELS: sentinels.map((s) => s.address).join(','), REDIS_SENTINEL_NAME: name }),
   };
+}
+
+export interface TlsFiles {
+  /** The CA that signed the server certificate (PEM file). */
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** A throwaway CA and a server certificate for 127.0.0.1, made with openssl. */
+export async function makeTlsFiles(): Promise<TlsFiles> {
+  const dir = mkdtempSync(join(tmpdir(), 'hf-tls-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const f = (name: string) => join(dir, name);
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '2', '-subj', '/CN=holdfast test CA']);
+  await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1']);
+  writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+  await run('openssl', ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.crt'), '-days', '2', '-extfile', f('ext.cnf')]);
+  return { ca: f('ca.crt'), cert: f('server.crt'), key: f('server.key') };
 }
