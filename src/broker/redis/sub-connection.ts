@@ -94,10 +94,6 @@ export class SubscriberConnection {
     return `${this.label}: ${this.redis.status}${this.restoring ? ' restoring' : ''}, wanted ${this.wanted.size}, confirmed ${this.confirmed.size}, in flight ${this.inflight.size}, failed ${this.late.size}, waiting ${this.waiters.size}`;
   }
 
-  names(): IterableIterator<string> {
-    return this.wanted.values();
-  }
-
   /** Wants `name`; returns a promise until its first subscription attempt settled. */
   add(name: string): Promise<void> | undefined {
     this.wanted.add(name);
