@@ -10,7 +10,7 @@
 
 import { availableParallelism } from 'node:os';
 import { pino, type Logger } from 'pino';
-import { ConfigError, configHelp, loadConfig, type Config } from './config.js';
+import { ConfigError, configHelp, loadConfig, redisMode, type Config } from './config.js';
 import { WORKER_ENV } from './metrics.js';
 import { startServer } from './server.js';
 import { runStartupChecks } from './startup-checks.js';
@@ -103,8 +103,8 @@ async function main(): Promise<void> {
     log = logger(config.logLevel, { worker: Number(workerSlot) });
   }
   if (procs > 1) {
-    if (!config.redisUrl && config.redisClusterNodes.length === 0) {
-      die(2, `--procs ${procs} needs REDIS_URL or REDIS_CLUSTER_NODES: the in-memory broker lives in one process, so several processes would not see each other's messages`, { variable: 'LP_PROCS' });
+    if (redisMode(config) === 'memory') {
+      die(2, `--procs ${procs} needs REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES: the in-memory broker lives in one process, so several processes would not see each other's messages`, { variable: 'LP_PROCS' });
     }
     const { supervise } = await import('./supervisor.js');
     return supervise(procs, config, log);

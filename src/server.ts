@@ -12,7 +12,7 @@ import { PublisherAuth } from './auth/publisher.js';
 import type { Broker, BrokerEvents } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RecentHistory } from './cache/recent-history.js';
-import type { Config } from './config.js';
+import { type Config, redisMode } from './config.js';
 import type { ServerContext } from './http/context.js';
 import { registerRoutes } from './http/routes.js';
 import { handle } from './http/context.js';
@@ -42,7 +42,7 @@ export interface HoldfastServer {
 const DRAIN_RETRY_MS = 1000;
 
 export async function createBroker(config: Config, log?: Logger): Promise<Broker> {
-  if (config.redisUrl || config.redisClusterNodes.length > 0) {
+  if (redisMode(config) !== 'memory') {
     const { RedisBroker } = await import('./broker/redis/broker.js');
     return new RedisBroker(config, log);
   }
@@ -89,10 +89,12 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const events: BrokerEvents = {
     messages: (ch, messages) => hub.onMessages(ch, messages),
     reset: (ch) => hub.onReset(ch),
-    resync: () => {
+    // A subscriber connection that reconnected names the channels it restored: only their
+    // waiters re-read (seed queues it restored are pumped through queueReady).
+    resync: (channels) => {
       metrics.brokerReconnects.inc();
-      hub.onResync();
-      seed.onResync();
+      hub.onResync(channels);
+      if (!channels) seed.onResync();
     },
     queueReady: (id) => seed.onQueueReady(id),
     queueDisconnected: (id) => seed.onDisconnected(id),

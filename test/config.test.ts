@@ -188,7 +188,7 @@ describe('holdfast CLI', () => {
   it('--procs 2 on the memory broker exits 2 with the reason', () => {
     const r = cli(['--procs', '2'], { REDIS_URL: '', REDIS_CLUSTER_NODES: '' });
     assert.equal(r.status, 2);
-    assert.match(fatal(r).msg, /needs REDIS_URL or REDIS_CLUSTER_NODES/);
+    assert.match(fatal(r).msg, /needs REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES/);
   });
 
   it('LOG_LEVEL=silent still says why the process exits', () => {

@@ -160,8 +160,15 @@ export class PollHub {
     for (const w of this.registry.waitersOn(ch)) this.reread(w);
   }
 
-  /** Notifications may have been lost: every waiter re-reads its channels. */
-  onResync(): void {
+  /**
+   * Notifications may have been lost: every waiter on `channels` (on every channel when none
+   * are named) re-reads. A waiter reading already sees its stamp move and reads again.
+   */
+  onResync(channels?: readonly string[]): void {
+    if (channels) {
+      for (const ch of channels) this.onReset(ch);
+      return;
+    }
     this.registry.wakeAll();
     for (const w of this.registry.all()) this.reread(w);
   }
