@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { RedisBroker } from '../../src/broker/redis/broker.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer } from '../../src/server.js';
 import { decodeCursor } from '../../src/cursor.js';
@@ -19,7 +18,7 @@ export interface HaServer extends TestServer {
   readonly logs: Record<string, any>[];
 }
 
-/** A server on a RedisBroker built here (so REDIS_SENTINELS works whatever createBroker does), logs captured. */
+/** A server whose broker the configuration chooses (as the CLI's would be), logs captured. */
 export async function startHaServer(env: Record<string, string>, waitReady = true): Promise<HaServer> {
   const config: Config = loadConfig({ ...BASE_ENV, LOG_LEVEL: 'debug', ...env });
   const logs: Record<string, any>[] = [];
@@ -30,9 +29,9 @@ export async function startHaServer(env: Record<string, string>, waitReady = tru
     },
   });
   const logger = pino({ level: 'debug' }, sink);
-  const broker = new RedisBroker(config, logger);
-  const server = await startServer(config, { broker, logger });
-  if (waitReady) await broker.waitReady(20_000);
+  const server = await startServer(config, { logger });
+  assert.equal(server.broker.kind === 'memory', false, `the configuration chose the ${server.broker.kind} broker`);
+  if (waitReady) await server.broker.waitReady(20_000);
   const url = `http://127.0.0.1:${server.port}`;
   let closed = false;
   return {

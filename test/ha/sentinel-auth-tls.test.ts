@@ -41,7 +41,8 @@ describe('Sentinel with passwords and TLS', () => {
   it('REDIS_TLS and REDIS_SENTINEL_TLS against a TLS-only set, trusting a private CA through NODE_EXTRA_CA_CERTS', async () => {
     const tls = await makeTlsFiles();
     const set = await startSentinelSet({ tls });
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/ha/sentinel-runner.ts'], {
+    // The real CLI, in a process of its own (NODE_EXTRA_CA_CERTS is read only at start-up).
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts'], {
       env: { ...process.env, ...set.env(), REDIS_TLS: '1', REDIS_SENTINEL_TLS: '1', NODE_EXTRA_CA_CERTS: tls.ca, LP_REDIS_PREFIX: 'tls:', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
