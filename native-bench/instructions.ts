@@ -6,8 +6,9 @@
  * counters, publish, wait for every answer, dump the counters, and divide by the deliveries.
  * The load processes keep their sockets until the dump, so closes are not counted.
  *
- *   npm run bench:instructions [-- --polls 2000] [--rounds 3] [--warm 2] [--targets a,b]
- *                              [--only fanout,inbox,batch] [--keep DIR]
+ *   node --import tsx native-bench/instructions.ts [--polls 2000] [--rounds 3] [--warm 6]
+ *        [--targets a,b] [--only fanout,inbox,batch,fastpath] [--keep DIR]
+ *   (also the last step of npm run bench)
  *
  *   fanout  one publish answers N polls parked on one channel
  *   inbox   N channels with one poll each, one publish per channel (16 publisher connections)
@@ -25,31 +26,27 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { median, park, pinned, pub, serverRunner, waitCount } from './lib.js';
 import { TARGETS, type Running, type Target } from './targets.js';
 
-const argv = process.argv.slice(2);
-const arg = (name: string) => {
-  const i = argv.indexOf(name);
-  return i === -1 ? undefined : argv[i + 1];
-};
-const POLLS = Number(arg('--polls') ?? 2000);
-const ROUNDS = Number(arg('--rounds') ?? 3);
-const WARM = Number(arg('--warm') ?? 2);
 const BATCH = 100;
-const keep = arg('--keep');
-const only = arg('--only')?.split(',') ?? ['fanout', 'inbox', 'batch', 'fastpath'];
-const targetNames = arg('--targets')?.split(',') ?? ['holdfast (memory)', 'raw uWS'];
 
-if (!existsSync('/usr/bin/valgrind')) {
-  console.log('valgrind is not installed: apt-get install valgrind');
-  process.exit(0);
+/** What a step measures. */
+export interface InstructionOptions {
+  polls: number;
+  rounds: number;
+  warm: number;
+  only: string[];
+  targets: string[];
+  /** Keep each measured dump here (for callgrind_annotate). */
+  keep?: string | undefined;
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'hf-instr-'));
-serverRunner.wrap = ['valgrind', '--tool=callgrind', `--callgrind-out-file=${dir}/cg.%p`, '--dump-instr=no', '--separate-threads=yes', '--compress-strings=no', '--compress-pos=no'];
-serverRunner.slow = 20;
-if (keep) mkdirSync(keep, { recursive: true });
+export type InstructionResults = Record<string, Record<string, { perDelivery: number; mainPerDelivery: number; rounds: Count[]; deliveries: number; idlePerSecond: number }>>;
+
+let dir = '';
+let keep: string | undefined;
 
 // vgdb (behind callgrind_control) names its files after LOGNAME and HOST, so both ends need
 // the same values; Holdfast is started with HOST=127.0.0.1 (its listen address) anyway.
@@ -218,46 +215,91 @@ const SCENARIOS: Record<string, (t: Target, r: Running, n: number, label?: strin
   fastpath,
 };
 
-const results: Record<string, Record<string, { perDelivery: number; mainPerDelivery: number; rounds: Count[]; deliveries: number; idlePerSecond: number }>> = {};
-console.log(`instructions per delivery (callgrind): ${POLLS} polls, ${WARM} warm-up + ${ROUNDS} measured rounds; load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-for (const name of targetNames) {
-  const t = TARGETS.find((x) => x.name === name);
-  if (!t) throw new Error(`no target ${name}: ${TARGETS.map((x) => x.name).join(', ')}`);
-  if (t.needsRedis) throw new Error(`${name} needs Redis: not supported here`);
-  for (const scenario of only) {
-    if (scenario === 'batch' && !t.name.startsWith('holdfast')) continue;
-    const r = await t.start(undefined);
-    try {
-      for (let i = 0; i < WARM; i++) await SCENARIOS[scenario]!(t, r, POLLS);
-      idlePerSecond = await idleRate(r.pids[0]!);
-      const per: Count[] = [];
-      for (let i = 0; i < ROUNDS; i++) {
-        const label = `${t.name.replace(/\W+/g, '-')}-${scenario}-${i}`;
-        const m = await SCENARIOS[scenario]!(t, r, POLLS, label);
-        if (scenario !== 'fastpath' && m.deliveries !== POLLS) throw new Error(`${t.name} ${scenario}: ${m.deliveries} of ${POLLS} answered`);
-        per.push({ all: Math.round(m.instructions.all / m.deliveries), main: Math.round(m.instructions.main / m.deliveries) });
+/**
+ * Runs the scenarios on each target under callgrind and returns instructions per delivery
+ * (median of the measured rounds). Skipped (undefined) when valgrind is not installed.
+ */
+export async function instructionsStep(opts: InstructionOptions): Promise<{ results: InstructionResults; table: string } | undefined> {
+  if (!existsSync('/usr/bin/valgrind')) {
+    console.log('instructions: valgrind is not installed (apt-get install valgrind): skipped');
+    return undefined;
+  }
+  dir = mkdtempSync(join(tmpdir(), 'hf-instr-'));
+  keep = opts.keep;
+  if (keep) mkdirSync(keep, { recursive: true });
+  const saved = { ...serverRunner };
+  serverRunner.wrap = ['valgrind', '--tool=callgrind', `--callgrind-out-file=${dir}/cg.%p`, '--dump-instr=no', '--separate-threads=yes', '--compress-strings=no', '--compress-pos=no'];
+  serverRunner.slow = 20;
+  const results: InstructionResults = {};
+  console.log(`instructions per delivery (callgrind): ${opts.polls} polls, ${opts.warm} warm-up + ${opts.rounds} measured rounds; load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  try {
+    for (const name of opts.targets) {
+      const t = TARGETS.find((x) => x.name === name);
+      if (!t) throw new Error(`no target ${name}: ${TARGETS.map((x) => x.name).join(', ')}`);
+      if (t.needsRedis) throw new Error(`${name} needs Redis: not supported here`);
+      for (const scenario of opts.only) {
+        if (scenario === 'batch' && !t.name.startsWith('holdfast')) continue;
+        const r = await t.start(undefined);
+        try {
+          for (let i = 0; i < opts.warm; i++) await SCENARIOS[scenario]!(t, r, opts.polls);
+          idlePerSecond = await idleRate(r.pids[0]!);
+          const per: Count[] = [];
+          for (let i = 0; i < opts.rounds; i++) {
+            const label = `${t.name.replace(/\W+/g, '-')}-${scenario}-${i}`;
+            const m = await SCENARIOS[scenario]!(t, r, opts.polls, label);
+            if (scenario !== 'fastpath' && m.deliveries !== opts.polls) throw new Error(`${t.name} ${scenario}: ${m.deliveries} of ${opts.polls} answered`);
+            per.push({ all: Math.round(m.instructions.all / m.deliveries), main: Math.round(m.instructions.main / m.deliveries) });
+          }
+          const row = { perDelivery: median(per.map((p) => p.all)), mainPerDelivery: median(per.map((p) => p.main)), rounds: per, deliveries: scenario === 'fastpath' ? 0 : opts.polls, idlePerSecond: Math.round(idlePerSecond) };
+          (results[scenario] ??= {})[t.name] = row;
+          console.log(`${t.name} ${scenario}: ${row.perDelivery.toLocaleString('en')} instructions per delivery, ${row.mainPerDelivery.toLocaleString('en')} on the main thread (rounds ${per.map((p) => `${p.all}/${p.main}`).join(', ')}; idle ${row.idlePerSecond.toLocaleString('en')}/s subtracted)`);
+        } finally {
+          await r.stop();
+        }
       }
-      const row = { perDelivery: median(per.map((p) => p.all)), mainPerDelivery: median(per.map((p) => p.main)), rounds: per, deliveries: scenario === 'fastpath' ? 0 : POLLS, idlePerSecond: Math.round(idlePerSecond) };
-      (results[scenario] ??= {})[t.name] = row;
-      console.log(`${t.name} ${scenario}: ${row.perDelivery.toLocaleString('en')} instructions per delivery, ${row.mainPerDelivery.toLocaleString('en')} on the main thread (rounds ${per.map((p) => `${p.all}/${p.main}`).join(', ')}; idle ${row.idlePerSecond.toLocaleString('en')}/s subtracted)`);
-    } finally {
-      await r.stop();
+    }
+  } finally {
+    Object.assign(serverRunner, saved);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return { results, table: instructionTable(results, opts.targets) };
+}
+
+/** Markdown: instructions per delivery per scenario and target, with ratios to the last target. */
+export function instructionTable(results: InstructionResults, targetNames: string[]): string {
+  const ref = targetNames.at(-1)!;
+  const lines = ['| scenario | ' + targetNames.join(' | ') + ' | ' + targetNames.slice(0, -1).map((n) => `${n} / ${ref}`).join(' | ') + ' |'];
+  lines.push('|---|' + targetNames.map(() => '---').join('|') + '|' + targetNames.slice(0, -1).map(() => '---').join('|') + '|');
+  for (const [key, what] of [['perDelivery', 'all threads'], ['mainPerDelivery', 'main thread']] as const) {
+    for (const [scenario, rows] of Object.entries(results)) {
+      const base = rows[ref]?.[key];
+      const cells = targetNames.map((n) => (rows[n] ? rows[n]![key].toLocaleString('en') : '–'));
+      const ratios = targetNames.slice(0, -1).map((n) => (rows[n] && base ? `${(rows[n]![key] / base).toFixed(2)}×` : '–'));
+      lines.push(`| ${scenario} (${what}) | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
     }
   }
+  return lines.join('\n');
 }
-rmSync(dir, { recursive: true, force: true });
 
-const lines = ['| scenario | ' + targetNames.join(' | ') + ' | ' + targetNames.slice(0, -1).map((n) => `${n} / ${targetNames.at(-1)}`).join(' | ') + ' |'];
-lines.push('|---|' + targetNames.map(() => '---').join('|') + '|' + targetNames.slice(0, -1).map(() => '---').join('|') + '|');
-for (const [key, what] of [['perDelivery', 'all threads'], ['mainPerDelivery', 'main thread']] as const) {
-  for (const [scenario, rows] of Object.entries(results)) {
-    const ref = rows[targetNames.at(-1)!]?.[key];
-    const cells = targetNames.map((n) => (rows[n] ? rows[n]![key].toLocaleString('en') : '–'));
-    const ratios = targetNames.slice(0, -1).map((n) => (rows[n] && ref ? `${(rows[n]![key] / ref).toFixed(2)}×` : '–'));
-    lines.push(`| ${scenario} (${what}) | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const argv = process.argv.slice(2);
+  const arg = (name: string) => {
+    const i = argv.indexOf(name);
+    return i === -1 ? undefined : argv[i + 1];
+  };
+  const opts: InstructionOptions = {
+    polls: Number(arg('--polls') ?? 2000),
+    rounds: Number(arg('--rounds') ?? 3),
+    warm: Number(arg('--warm') ?? 6),
+    only: arg('--only')?.split(',') ?? ['fanout', 'inbox', 'batch', 'fastpath'],
+    targets: arg('--targets')?.split(',') ?? ['holdfast (memory)', 'raw uWS'],
+    keep: arg('--keep'),
+  };
+  const done = await instructionsStep(opts);
+  if (done) {
+    console.log('\n' + done.table);
+    const out = new URL(`./results/instructions-${new Date().toISOString().slice(0, 10)}.json`, import.meta.url);
+    writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), ...opts, load: loadavg(), results: done.results }, null, 2));
+    console.log(`written: native-bench/results/${out.pathname.split('/').pop()}`);
   }
 }
-console.log('\n' + lines.join('\n'));
-const out = new URL(`./results/instructions-${new Date().toISOString().slice(0, 10)}.json`, import.meta.url);
-writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), polls: POLLS, rounds: ROUNDS, warm: WARM, load: loadavg(), results }, null, 2));
-console.log(`written: native-bench/results/${out.pathname.split('/').pop()}`);

@@ -47,7 +47,9 @@ export async function startHoldfast(env: Record<string, string>, procs = 1, extr
   const port = Number(env.PORT) || (await freePort());
   // The same Node flags as the holdfast bin (src/cli.ts shebang); BENCH_NODE_FLAGS overrides.
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean);
-  const [cmd, args] = nodeServer([...nodeFlags, `${ROOT}dist/cli.js`, ...extraArgs]);
+  // BENCH_HOLDFAST: another build of the CLI (an A/B experiment), instead of dist/cli.js.
+  const cli = process.env.BENCH_HOLDFAST ?? `${ROOT}dist/cli.js`;
+  const [cmd, args] = nodeServer([...nodeFlags, cli, ...extraArgs]);
   const proc = spawn(cmd, args, {
     env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', LP_MAX_PARKED: '1000000', ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -91,6 +93,8 @@ export async function metric(port: number, name: string): Promise<number> {
 
 export interface ParkResult {
   requested: number; connected: number; parked: number; early: number; answered: number; errors: number;
+  /** -F: bytes read (headers included); -G: when the burst of requests was written. */
+  bytes: number; sent_us: number;
   first_us: number; p50_us: number; p99_us: number; last_us: number;
 }
 
@@ -108,7 +112,7 @@ export interface ParkRun {
  * `hold`: the processes keep their sockets open after reporting, until release() (so a
  * measurement of the server can end before it sees the connections close).
  */
-export function park(port: number, n: number, opts: { channel?: string; prefix?: string; waitS?: number; rate?: number; seed?: boolean; path?: string; dump?: string; hold?: boolean } = {}): ParkRun {
+export function park(port: number, n: number, opts: { channel?: string; prefix?: string; waitS?: number; rate?: number; seed?: boolean; path?: string; dump?: string; hold?: boolean; headers?: string[]; full?: boolean; gate?: boolean } = {}): ParkRun {
   const perProc = 19_000;
   const procs: Promise<ParkResult>[] = [];
   const parkedSignals: Promise<void>[] = [];
@@ -123,6 +127,9 @@ export function park(port: number, n: number, opts: { channel?: string; prefix?:
     if (opts.path) args.push('-u', opts.path);
     if (opts.dump) args.push('-O', procs.length === 0 ? opts.dump : `${opts.dump}.${procs.length}`);
     if (opts.hold) args.push('-x');
+    for (const h of opts.headers ?? []) args.push('-h', h);
+    if (opts.full) args.push('-F');
+    if (opts.gate) args.push('-G');
     const [cmd, a] = pinned(1, PARK, args);
     const p = spawn(cmd, a, { stdio: [opts.hold ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     children.push(p);

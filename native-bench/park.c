@@ -16,6 +16,11 @@
  *   -O FILE      write "<index> <answer_us>" per answered poll (for per-message latency)
  *   -x           after printing the summary, keep the sockets open until stdin closes (so a
  *                measurement of the server can end before it sees N connections close)
+ *   -h HEADER    an extra request header line, e.g. "Accept-Encoding: gzip"
+ *   -F           an answer counts when all of it has arrived (its Content-Length), not its
+ *                first byte; the summary adds "bytes" (every byte read, headers included)
+ *   -G           connect everything first, then write every request at once (a burst: for
+ *                polls answered at once, e.g. a catch-up); the summary adds "sent_us"
  *
  * Prints "parked <n>" on stderr once every request is written (orchestrators wait for it),
  * then, when all answers are in or WAIT_S passed, one JSON line on stdout:
@@ -42,25 +47,62 @@
 #include "common.h"
 
 
-enum { S_CONNECTING, S_SENT, S_ANSWERED, S_FAILED };
+enum { S_CONNECTING, S_CONNECTED, S_SENT, S_ANSWERED, S_FAILED };
 
 typedef struct {
   int fd;
   int state;
   int64_t answered_us;
+  /* -F: bytes read so far, and the answer's total length once its head has arrived (0: not yet). */
+  long got, total;
+  char head[512];
+  int head_len;
 } conn_t;
 
+/* What writing a request needs (filled in by main). */
+static struct {
+  conn_t *conns;
+  int ep, offset, seed, timeout_ms;
+  const char *path_fmt, *prefix, *channel, *extra;
+  int *errors, *sent;
+} W;
+
+/* Writes poll idx's request; the connection fails if the write does. */
+static void write_request(uint32_t idx) {
+  conn_t *c = &W.conns[idx];
+  char req[1024], path[512];
+  int len2;
+  if (W.path_fmt) {
+    char name[256];
+    if (W.prefix) snprintf(name, sizeof name, "%s%d", W.prefix, (int)idx + W.offset);
+    else snprintf(name, sizeof name, "%s", W.channel);
+    snprintf(path, sizeof path, W.path_fmt, name);
+    len2 = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n", path, W.extra);
+  } else if (W.seed)
+    len2 = snprintf(req, sizeof req, "GET /poll?clientId=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n%s\r\n", W.prefix ? W.prefix : W.channel, W.prefix ? (int)idx + W.offset : 0, W.timeout_ms, W.extra);
+  else if (W.prefix)
+    len2 = snprintf(req, sizeof req, "GET /v1/poll?ch=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n%s\r\n", W.prefix, (int)idx + W.offset, W.timeout_ms, W.extra);
+  else
+    len2 = snprintf(req, sizeof req, "GET /v1/poll?ch=%s&timeout=%d HTTP/1.1\r\nHost: bench\r\n%s\r\n", W.channel, W.timeout_ms, W.extra);
+  if (write(c->fd, req, (size_t)len2) != len2) { c->state = S_FAILED; (*W.errors)++; epoll_ctl(W.ep, EPOLL_CTL_DEL, c->fd, NULL); close(c->fd); return; }
+  c->state = S_SENT;
+  (*W.sent)++;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = idx};
+  epoll_ctl(W.ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 static void usage(void) {
-  fprintf(stderr, "usage: park -p PORT -n N [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-s SOURCES] [-r RATE] [-T TIMEOUT_MS] [-w WAIT_S] [-S] [-u PATH_FMT] [-O FILE] [-x]\n");
+  fprintf(stderr, "usage: park -p PORT -n N [-H host] [-c CHANNEL | -C PREFIX [-o OFFSET]] [-s SOURCES] [-r RATE] [-T TIMEOUT_MS] [-w WAIT_S] [-S] [-u PATH_FMT] [-O FILE] [-x] [-h HEADER] [-F] [-G]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *channel = "bench", *prefix = NULL;
-  int port = 0, n = 0, sources = 8, rate = 10000, timeout_ms = 120000, wait_s = 10, offset = 0, seed = 0, hold = 0;
+  int port = 0, n = 0, sources = 8, rate = 10000, timeout_ms = 120000, wait_s = 10, offset = 0, seed = 0, hold = 0, full = 0, gate = 0;
+  const char *extra = "";
   const char *path_fmt = NULL, *dump = NULL;
   int opt;
-  while ((opt = getopt(argc, argv, "H:p:n:c:C:o:s:r:T:w:Su:O:x")) != -1) {
+  while ((opt = getopt(argc, argv, "H:p:n:c:C:o:s:r:T:w:Su:O:xh:FG")) != -1) {
     switch (opt) {
       case 'H': host = optarg; break;
       case 'p': port = atoi(optarg); break;
@@ -76,6 +118,15 @@ int main(int argc, char **argv) {
       case 'u': path_fmt = optarg; break;
       case 'O': dump = optarg; break;
       case 'x': hold = 1; break;
+      case 'h': {
+        static char headers[1024];
+        size_t used = strlen(headers);
+        snprintf(headers + used, sizeof headers - used, "%s\r\n", optarg);
+        extra = headers;
+        break;
+      }
+      case 'F': full = 1; break;
+      case 'G': gate = 1; break;
       default: usage();
     }
   }
@@ -87,9 +138,21 @@ int main(int argc, char **argv) {
   inet_pton(AF_INET, host, &dst.sin_addr);
 
   int connected = 0, sent = 0, answered = 0, early = 0, errors = 0, opened = 0;
+  long long bytes = 0;
+  int64_t sent_us = 0;
+  W.conns = conns;
+  W.ep = ep;
+  W.offset = offset;
+  W.seed = seed;
+  W.timeout_ms = timeout_ms;
+  W.path_fmt = path_fmt;
+  W.prefix = prefix;
+  W.channel = channel;
+  W.extra = extra;
+  W.errors = &errors;
+  W.sent = &sent;
   int64_t start = mono_us();
   int64_t parked_at = 0;
-  char req[1024];
   struct epoll_event evs[1024];
   char buf[65536];
 
@@ -106,6 +169,11 @@ int main(int argc, char **argv) {
       opened++;
     }
 
+    /* -G: every connection is up (or failed): write all requests at once. */
+    if (gate && !sent_us && opened == n && connected + errors >= n) {
+      sent_us = now_us();
+      for (int j = 0; j < n; j++) if (conns[j].state == S_CONNECTED) write_request((uint32_t)j);
+    }
     /* >=: a poll that was sent and then failed counts in both. */
     if (!parked_at && sent + errors >= n) {
       parked_at = mono_us();
@@ -127,28 +195,34 @@ int main(int argc, char **argv) {
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) { c->state = S_FAILED; errors++; epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); close(c->fd); continue; }
         connected++;
-        int len2;
-        char path[512];
-        if (path_fmt) {
-          char name[256];
-          if (prefix) snprintf(name, sizeof name, "%s%d", prefix, (int)idx + offset);
-          else snprintf(name, sizeof name, "%s", channel);
-          snprintf(path, sizeof path, path_fmt, name);
-          len2 = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: bench\r\n\r\n", path);
-        } else if (seed)
-          len2 = snprintf(req, sizeof req, "GET /poll?clientId=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", prefix ? prefix : channel, prefix ? (int)idx + offset : 0, timeout_ms);
-        else if (prefix)
-          len2 = snprintf(req, sizeof req, "GET /v1/poll?ch=%s%d&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", prefix, (int)idx + offset, timeout_ms);
-        else
-          len2 = snprintf(req, sizeof req, "GET /v1/poll?ch=%s&timeout=%d HTTP/1.1\r\nHost: bench\r\n\r\n", channel, timeout_ms);
-        if (write(c->fd, req, (size_t)len2) != len2) { c->state = S_FAILED; errors++; close(c->fd); continue; }
-        c->state = S_SENT;
-        sent++;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = idx};
-        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        if (gate) {
+          c->state = S_CONNECTED;
+          struct epoll_event ev = {.events = EPOLLIN, .data.u32 = idx};
+          epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+          continue;
+        }
+        write_request(idx);
       } else if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         ssize_t r = read(c->fd, buf, sizeof buf);
-        if (c->state == S_SENT && r > 0) {
+        if (c->state == S_SENT && r > 0 && full) {
+          bytes += r;
+          c->got += r;
+          if (c->total == 0 && c->head_len < (int)sizeof c->head - 1) {
+            int take = (int)r < (int)sizeof c->head - 1 - c->head_len ? (int)r : (int)sizeof c->head - 1 - c->head_len;
+            memcpy(c->head + c->head_len, buf, (size_t)take);
+            c->head_len += take;
+            c->head[c->head_len] = 0;
+            char *end = strstr(c->head, "\r\n\r\n");
+            char *cl = strcasestr(c->head, "\r\ncontent-length:");
+            if (end && cl && cl < end) c->total = (long)(end - c->head) + 4 + strtol(cl + 17, NULL, 10);
+          }
+          if (c->total > 0 && c->got >= c->total) {
+            c->state = S_ANSWERED;
+            c->answered_us = now_us();
+            answered++;
+            if (!parked_at) early++;
+          }
+        } else if (c->state == S_SENT && r > 0) {
           c->state = S_ANSWERED;
           c->answered_us = now_us();
           answered++;
@@ -174,9 +248,9 @@ int main(int argc, char **argv) {
   int m = 0;
   for (int i = 0; i < n; i++) if (conns[i].state == S_ANSWERED) times[m++] = conns[i].answered_us;
   qsort(times, (size_t)m, sizeof(int64_t), cmp64);
-  printf("{\"requested\":%d,\"connected\":%d,\"parked\":%d,\"early\":%d,\"answered\":%d,\"errors\":%d,"
+  printf("{\"requested\":%d,\"connected\":%d,\"parked\":%d,\"early\":%d,\"answered\":%d,\"errors\":%d,\"bytes\":%lld,\"sent_us\":%lld,"
          "\"first_us\":%lld,\"p50_us\":%lld,\"p99_us\":%lld,\"last_us\":%lld}\n",
-         n, connected, sent, early, answered, errors,
+         n, connected, sent, early, answered, errors, bytes, (long long)sent_us,
          (long long)(m ? times[0] : 0), (long long)(m ? times[m / 2] : 0),
          (long long)(m ? times[(m * 99) / 100 < m ? (m * 99) / 100 : m - 1] : 0), (long long)(m ? times[m - 1] : 0));
   fflush(stdout);

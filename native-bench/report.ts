@@ -3,6 +3,8 @@
 interface Report {
   date: string;
   quick: boolean;
+  runs?: number;
+  instructions?: Record<string, Record<string, { perDelivery: number; mainPerDelivery: number }>> | undefined;
   machine: { cpus: number; model?: string; kernel: string; node: string; pinned: boolean };
   sizes: Record<string, number>;
   results: Record<string, Record<string, any>>;
@@ -26,15 +28,16 @@ const TABLES: Record<string, { title: string; cols: [string, string][]; key: str
 export function renderMarkdown(r: Report): string {
   const out: string[] = [];
   out.push(`Benchmark of ${r.date.slice(0, 10)}${r.quick ? ' (quick)' : ''}: ${r.machine.cpus} cores (${r.machine.model}), Linux ${r.machine.kernel}, Node ${r.machine.node}; ` +
-    (r.machine.pinned ? 'server on core 0, load tools and Redis on core 1.' : 'not pinned.'));
+    (r.machine.pinned ? 'server on core 0, load tools and Redis on core 1' : 'not pinned') +
+    `; ${r.runs ?? 1} interleaved run${(r.runs ?? 1) > 1 ? 's, medians' : ''}; load = the 1-minute load average at each run (other work on this machine).`);
   for (const [scenario, spec] of Object.entries(TABLES)) {
     const rows = r.results[scenario];
     if (!rows) continue;
     const ref = rows['holdfast (memory)']?.[spec.key] as number | undefined;
     const refRedis = rows['holdfast (redis)']?.[spec.key] as number | undefined;
     out.push('', `### ${spec.title}`, '');
-    out.push(`| server | ${spec.cols.map(([, h]) => h).join(' | ')} | holdfast (memory) vs this | holdfast (redis) vs this |`);
-    out.push(`|---|${spec.cols.map(() => '---').join('|')}|---|---|`);
+    out.push(`| server | ${spec.cols.map(([, h]) => h).join(' | ')} | holdfast (memory) vs this | holdfast (redis) vs this | load |`);
+    out.push(`|---|${spec.cols.map(() => '---').join('|')}|---|---|---|`);
     for (const [name, v] of Object.entries(rows)) {
       if (v.error) {
         out.push(`| ${name} | error: ${v.error} |`);
@@ -42,9 +45,22 @@ export function renderMarkdown(r: Report): string {
       }
       const mine = v[spec.key] as number;
       const ratio = (h: number | undefined) => (h && mine ? `${(spec.higherIsBetter ? h / mine : mine / h).toFixed(2)}×` : '–');
-      out.push(`| ${name} | ${spec.cols.map(([k]) => fmt(v[k])).join(' | ')} | ${ratio(ref)} | ${ratio(refRedis)} |`);
+      const load = Array.isArray(v.load) ? v.load.join(', ') : fmt(v.load);
+      out.push(`| ${name} | ${spec.cols.map(([k]) => fmt(v[k])).join(' | ')} | ${ratio(ref)} | ${ratio(refRedis)} | ${load} |`);
     }
     out.push('', `Ratios compare ${spec.key}; above 1× means Holdfast is ${spec.higherIsBetter ? 'faster' : 'leaner'}.`);
+  }
+  if (r.instructions) {
+    out.push('', '### Instructions per delivery (callgrind: user-space instructions of the server process)', '');
+    const targets = ['holdfast (memory)', 'raw uWS'];
+    out.push('| scenario | holdfast (memory) | raw uWS | holdfast / raw uWS | main thread: holdfast | main thread: raw uWS | holdfast / raw uWS |');
+    out.push('|---|---|---|---|---|---|---|');
+    for (const [scenario, rows] of Object.entries(r.instructions)) {
+      const [h, u] = targets.map((t) => rows[t]);
+      const ratio = (a?: number, b?: number) => (a && b ? `${(a / b).toFixed(2)}×` : '–');
+      out.push(`| ${scenario} | ${fmt(h?.perDelivery)} | ${fmt(u?.perDelivery)} | ${ratio(h?.perDelivery, u?.perDelivery)} | ${fmt(h?.mainPerDelivery)} | ${fmt(u?.mainPerDelivery)} | ${ratio(h?.mainPerDelivery, u?.mainPerDelivery)} |`);
+    }
+    out.push('', 'Below 1× means Holdfast executes fewer instructions per delivery; fastpath is per answer. Kernel work (syscalls, TCP) is not counted.');
   }
   const skipped = Object.entries(r.skipped);
   if (skipped.length) out.push('', 'Skipped: ' + skipped.map(([n, why]) => `${n} (${why})`).join('; '));

@@ -1,5 +1,6 @@
 /**
- * npm run bench [-- --quick] [--only park,inbox,steady,fastpath] [--targets holdfast,nchan]
+ * npm run bench [-- --quick] [--runs N] [--only park,inbox,inboxBatch,steady,fastpath,streams,instructions]
+ *                [--targets holdfast,nchan]
  *
  * Runs every scenario against every target that is installed, in one run on this machine:
  * server pinned to core 0, load tools (and Redis) to core 1. Writes
@@ -22,18 +23,21 @@
  */
 
 import { spawn } from 'node:child_process';
-import { cpus, release } from 'node:os';
+import { cpus, loadavg, release } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import calculateSlot from 'cluster-key-slot';
-import { PIN, park, pinned, pub, rssKiB, waitCount, waitParked, freePort } from './lib.js';
+import { PIN, median, park, pinned, pub, rssKiB, waitCount, waitParked, freePort } from './lib.js';
+import { type InstructionResults, instructionsStep } from './instructions.js';
 import { TARGETS, type Running, type Target } from './targets.js';
 import { renderMarkdown, renderSvg } from './report.js';
 import { streamsStep } from './streams.js';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
+/** Interleaved runs; each figure is their median. */
+const RUNS = Number(argValue('--runs') ?? (quick ? 1 : 3));
 const only = argValue('--only')?.split(',');
 const targetFilter = argValue('--targets')?.split(',');
 // 15,000 in a full run: Nchan's one worker drops connections ("worker_connections are not
@@ -66,6 +70,19 @@ function argValue(name: string): string | undefined {
 }
 
 const wanted = (scenario: string) => !only || only.includes(scenario);
+
+/** The median of each number over the samples (the others from the first sample), and the loads. */
+function medianRow(list: Record<string, unknown>[]): Record<string, unknown> {
+  const ok = list.filter((x) => x.error === undefined);
+  if (ok.length === 0) return list[0]!;
+  const row: Record<string, unknown> = { ...ok[0] };
+  for (const key of Object.keys(row)) {
+    if (typeof row[key] === 'number' && key !== 'load') row[key] = median(ok.map((x) => x[key] as number));
+  }
+  row.load = list.map((x) => x.load);
+  row.runs = ok.length;
+  return row;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- Redis (for the Redis targets), on the load core ----
@@ -357,43 +374,62 @@ const started = Date.now();
 console.log(`holdfast benchmark (${quick ? 'quick' : 'full'}): ${cpus().length} cores (${cpus()[0]?.model}), Linux ${release()}, Node ${process.version}`);
 console.log(PIN ? 'pinning: servers on core 0 (taskset -c 0), load tools and Redis on core 1 (taskset -c 1)' : 'pinning: taskset not found, nothing pinned');
 
-for (const t of TARGETS) {
-  if (targetFilter && !targetFilter.some((f) => t.name.includes(f))) continue;
-  const missing = t.missing();
-  if (missing) {
-    skipped[t.name] = missing;
-    console.log(`skip ${t.name}: ${missing}`);
-    continue;
-  }
-  for (const [scenario, fn] of SCENARIOS) {
-    if (!wanted(scenario)) continue;
-    if ((scenario === 'steady' || scenario === 'inboxBatch') && !t.name.startsWith('holdfast')) continue;
-    if (scenario === 'fastpath' && !(t.name.startsWith('holdfast') || t.name.startsWith('nchan') || t.name === 'raw uWS')) continue;
-    const redis = t.needsRedis ? await ensureRedis() : undefined;
-    const running = await t.start(redis);
-    try {
-      const t0 = Date.now();
-      const value = await fn(t, running);
-      if (value && typeof value === 'object' && 'park' in value) {
-        for (const [k, v] of Object.entries(value)) (results[k === 'park' ? 'park' : k] ??= {})[t.name] = v;
-      } else if (value) (results[scenario] ??= {})[t.name] = value;
-      console.log(`${t.name} ${scenario} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${JSON.stringify(value)}`);
-    } catch (err) {
-      console.log(`${t.name} ${scenario} failed: ${(err as Error).message}`);
-      (results[scenario] ??= {})[t.name] = { error: (err as Error).message };
-    } finally {
-      await running.stop();
+// Every target in every run, runs interleaved (the machine's noise then falls on all of them
+// alike); each figure is the median over the runs, with the load average at each sample.
+const samples: Record<string, Record<string, Record<string, unknown>[]>> = {};
+const addSample = (scenario: string, target: string, value: Record<string, unknown>) => ((samples[scenario] ??= {})[target] ??= []).push(value);
+for (let run = 1; run <= RUNS; run++) {
+  for (const t of TARGETS) {
+    if (targetFilter && !targetFilter.some((f) => t.name.includes(f))) continue;
+    const missing = t.missing();
+    if (missing) {
+      if (run === 1) console.log(`skip ${t.name}: ${missing}`);
+      skipped[t.name] = missing;
+      continue;
+    }
+    for (const [scenario, fn] of SCENARIOS) {
+      if (!wanted(scenario)) continue;
+      if ((scenario === 'steady' || scenario === 'inboxBatch') && !t.name.startsWith('holdfast')) continue;
+      if (scenario === 'fastpath' && !(t.name.startsWith('holdfast') || t.name.startsWith('nchan') || t.name === 'raw uWS')) continue;
+      const redis = t.needsRedis ? await ensureRedis() : undefined;
+      const running = await t.start(redis);
+      const load = Number(loadavg()[0]!.toFixed(2));
+      try {
+        const t0 = Date.now();
+        const value = await fn(t, running);
+        if (value && typeof value === 'object' && 'park' in value) {
+          for (const [k, v] of Object.entries(value)) addSample(k, t.name, { ...(v as Record<string, unknown>), load });
+        } else if (value) addSample(scenario, t.name, { ...(value as Record<string, unknown>), load });
+        console.log(`run ${run}/${RUNS} ${t.name} ${scenario} (${((Date.now() - t0) / 1000).toFixed(1)} s, load ${load}): ${JSON.stringify(value)}`);
+      } catch (err) {
+        console.log(`run ${run}/${RUNS} ${t.name} ${scenario} failed: ${(err as Error).message}`);
+        addSample(scenario, t.name, { error: (err as Error).message, load });
+      } finally {
+        await running.stop();
+      }
     }
   }
 }
+for (const [scenario, byTarget] of Object.entries(samples)) {
+  for (const [target, list] of Object.entries(byTarget)) (results[scenario] ??= {})[target] = medianRow(list);
+}
+
 // SSE and WebSocket fan-out beside the long-poll rows (native-bench/streams.ts).
 if (wanted('streams')) results.streams = (await streamsStep({ quick, targets: targetFilter, print: true })) as unknown as Record<string, unknown>;
+// Instructions per delivery under callgrind: the figure the machine's noise does not move.
+let instructions: InstructionResults | undefined;
+if (wanted('instructions') && (!targetFilter || targetFilter.some((f) => 'holdfast (memory)'.includes(f)))) {
+  const done = await instructionsStep(quick
+    ? { polls: 1000, rounds: 1, warm: 3, only: ['fanout', 'inbox', 'fastpath'], targets: ['holdfast (memory)', 'raw uWS'] }
+    : { polls: 2000, rounds: 3, warm: 6, only: ['fanout', 'inbox', 'batch', 'fastpath'], targets: ['holdfast (memory)', 'raw uWS'] });
+  instructions = done?.results;
+}
 stopRedis?.();
 rmSync(tmp, { recursive: true, force: true });
 
 const date = new Date().toISOString().slice(0, 10);
 const machine = { cpus: cpus().length, model: cpus()[0]?.model, kernel: release(), node: process.version, pinned: PIN };
-const report = { date: new Date().toISOString(), quick, machine, sizes: { park: N_PARK, inbox: N_INBOX, steadyClients: STEADY_CLIENTS, steadyRate: STEADY_RATE, steadySeconds: STEADY_SECONDS }, results, skipped, seconds: Math.round((Date.now() - started) / 1000) };
+const report = { date: new Date().toISOString(), quick, runs: RUNS, machine, sizes: { park: N_PARK, inbox: N_INBOX, steadyClients: STEADY_CLIENTS, steadyRate: STEADY_RATE, steadySeconds: STEADY_SECONDS }, results, instructions, samples, skipped, seconds: Math.round((Date.now() - started) / 1000) };
 const dir = new URL('./results/', import.meta.url);
 mkdirSync(dir, { recursive: true });
 // A run narrowed by --only/--targets never overwrites the full run's files.

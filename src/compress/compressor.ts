@@ -68,8 +68,11 @@ export class AnswerCompressor {
     if (!known) this.variants.set(body, (known = {}));
     const have = known[encoding];
     if (have !== undefined) return have;
-    const made = this.usePool && body.length >= this.config.compressPoolBytes ? this.onPool(body, encoding) : this.inline(body, encoding);
+    if (!this.usePool || body.length < this.config.compressPoolBytes) return (known[encoding] = this.inline(body, encoding));
+    const made = this.onPool(body, encoding);
     known[encoding] = made;
+    // Once made, later answers take the bytes at once (not through a promise).
+    if (made instanceof Promise) void made.then((ready) => (known[encoding] = ready));
     return made;
   }
 
