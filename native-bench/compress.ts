@@ -28,6 +28,8 @@ const POLLS = Number(arg('--polls') ?? 5000);
 const RUNS = Number(arg('--runs') ?? 3);
 const CORES = Number(arg('--cores') ?? 1);
 const MESSAGES = 100;
+/** --cases 0,2: only these cases (indexes into CASES). */
+const PICK = arg('--cases')?.split(',').map(Number);
 if (CORES === 2) serverRunner.wrap = ['taskset', '-c', '0,1'];
 
 /** ~2 KiB JSON values that compress like chat or event payloads (words, ids, numbers). */
@@ -88,6 +90,11 @@ async function catchUp(c: Case, mode: Mode) {
       const r = await fetch(`http://127.0.0.1:${server.port}/v1/publish`, { method: 'POST', body: JSON.stringify({ messages: items.slice(i, i + 20) }), headers: { 'content-type': 'application/json' } });
       if (r.status !== 200) throw new Error(`publish: ${r.status}`);
     }
+    // One answer first, so every mode starts warm (the JIT; the pool's thread).
+    const warm = park(server.port, 1, {
+      path: `/v1/poll?ch=%s&cursor=earliest&max=${c.messages}`, channel: 'cu0', waitS: 30, headers: mode.accept ? [`Accept-Encoding: ${mode.accept}`] : [], full: true,
+    });
+    await warm.done;
     const run = park(server.port, c.polls, {
       path: `/v1/poll?ch=%s&cursor=earliest&max=${c.messages}`, ...(c.shared ? { channel: 'cu0' } : { prefix: 'cu' }), waitS: 120, rate: 10_000,
       headers: mode.accept ? [`Accept-Encoding: ${mode.accept}`] : [], full: true, gate: true,
@@ -105,8 +112,9 @@ console.log(`compression: catch-ups of ~2 KiB JSON messages; ${RUNS} interleaved
 type Sample = { bytesPerAnswer: number; deliveriesPerSec: number; pollsPerSec: number; lastMs: number };
 const label = (c: Case) => `${c.messages} message${c.messages > 1 ? 's' : ''}, ${c.shared ? `one body for ${c.polls.toLocaleString('en')} polls` : `a body per poll (${c.polls.toLocaleString('en')})`}`;
 const samples = new Map<string, Sample[]>();
+const chosen = PICK ? CASES.filter((_, i) => PICK.includes(i)) : CASES;
 for (let run = 0; run < RUNS; run++) {
-  for (const c of CASES) {
+  for (const c of chosen) {
     for (const mode of c.modes) {
       const m = await catchUp(c, mode);
       const key = `${label(c)} | ${mode.name}`;
@@ -117,7 +125,7 @@ for (let run = 0; run < RUNS; run++) {
 }
 const rows: Record<string, unknown>[] = [];
 const lines = ['| answers | mode | bytes per answer | deliveries/s | polls/s | last answer ms | vs off |', '|---|---|---|---|---|---|---|'];
-for (const c of CASES) {
+for (const c of chosen) {
   let off = 0;
   for (const mode of c.modes) {
     const s = samples.get(`${label(c)} | ${mode.name}`)!;

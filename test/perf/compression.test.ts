@@ -60,9 +60,10 @@ describe('accept-encoding', () => {
     assert.equal(preferredEncoding('X-GZIP'), 'gzip');
   });
 
-  it('a body is compressed once per coding, however many answers carry it', () => {
+  it('a shared body is compressed once per coding, from its second answer on', () => {
     const c = new AnswerCompressor({ compressMinBytes: 1024, compressPoolBytes: 1 << 30, compressThreads: 0 });
     const body = Buffer.from(JSON.stringify(Array.from({ length: 50 }, (_, i) => payload(i))));
+    assert.equal(c.compressed(body, 'gzip'), null, 'its first answer goes out as it is (it may be the only one)');
     const a = c.compressed(body, 'gzip');
     const b = c.compressed(body, 'gzip');
     assert.ok(Buffer.isBuffer(a));
@@ -70,7 +71,19 @@ describe('accept-encoding', () => {
     assert.equal(c.counts.inline, 1);
     assert.ok(Buffer.isBuffer(c.compressed(body, 'br')));
     assert.equal(c.counts.inline, 2);
-    assert.equal(c.compressed(Buffer.from('{"small":true}'), 'gzip'), null, 'under LP_COMPRESS_MIN_BYTES');
+    const small = Buffer.from('{"small":true}');
+    c.compressed(small, 'gzip');
+    assert.equal(c.compressed(small, 'gzip'), null, 'under LP_COMPRESS_MIN_BYTES');
+  });
+
+  it('a large body goes to the pool at its first answer', async () => {
+    const c = new AnswerCompressor({ compressMinBytes: 1024, compressPoolBytes: 4096, compressThreads: 1 });
+    const body = Buffer.from(JSON.stringify(Array.from({ length: 50 }, (_, i) => payload(i))));
+    const z = c.compressed(body, 'br');
+    assert.ok(z instanceof Promise);
+    assert.deepEqual(JSON.parse(brotliDecompressSync((await z)!).toString()), JSON.parse(body.toString()));
+    assert.equal(c.counts.pool, 1);
+    assert.ok(Buffer.isBuffer(c.compressed(body, 'br')), 'once made, at once');
   });
 });
 
@@ -94,6 +107,8 @@ describe('compressed poll answers', () => {
     assert.equal(plain.headers['content-encoding'], undefined);
     assert.match(String(plain.headers.vary), /Accept-Encoding/);
     for (const [accept, coding] of [['gzip', 'gzip'], ['gzip, deflate, br', 'br'], ['br;q=0, gzip', 'gzip']] as const) {
+      // Pollers from one cursor share one body: compressed from its second answer on.
+      for (let i = 0; i < 2; i++) await get(url, { 'accept-encoding': accept });
       const z = await get(url, { 'accept-encoding': accept });
       assert.equal(z.status, 200);
       assert.equal(z.headers['content-encoding'], coding, accept);
@@ -110,6 +125,7 @@ describe('compressed poll answers', () => {
 
   it('small answers and MessagePack answers stay readable; Accept-Encoding identity gets none', async () => {
     const small = await get(`${s.url}/v1/poll?ch=${ch}&cursor=earliest&max=1`, { 'accept-encoding': 'gzip' });
+    for (let i = 0; i < 2; i++) await get(`${s.url}/v1/poll?ch=${ch}&cursor=earliest`, { 'accept-encoding': 'br', accept: 'application/msgpack' });
     assert.equal(small.headers['content-encoding'], undefined, 'under LP_COMPRESS_MIN_BYTES');
     assert.equal((decoded(small) as { messages: unknown[] }).messages.length, 1);
     const none = await get(`${s.url}/v1/poll?ch=${ch}&cursor=earliest`, { 'accept-encoding': 'identity' });
@@ -118,6 +134,14 @@ describe('compressed poll answers', () => {
     assert.equal(mp.headers['content-type'], 'application/msgpack');
     assert.equal(mp.headers['content-encoding'], 'br');
     assert.ok(brotliDecompressSync(mp.bytes).length > mp.bytes.length);
+  });
+
+  it('a body only one poll gets goes out as it is below LP_COMPRESS_POOL_BYTES', async () => {
+    const own = `${ch}-own`;
+    for (let i = 0; i < 10; i++) await publish(s.url, own, payload(i));
+    const z = await get(`${s.url}/v1/poll?ch=${own}&cursor=earliest`, { 'accept-encoding': 'gzip' });
+    assert.equal(z.headers['content-encoding'], undefined);
+    assert.match(String(z.headers.vary), /Accept-Encoding/);
   });
 
   it('large answers are compressed on the pool and arrive whole', async () => {
@@ -143,7 +167,9 @@ describe('compressed poll answers', () => {
     await publish(pooled.url, live, big);
     await publish(s.url, live, big);
     const answers = await Promise.all(waiting);
-    assert.deepEqual(answers.map((a) => a.headers['content-encoding']), ['gzip', 'br', undefined, 'gzip']);
+    // The pool takes this large body from its first answer; the inline server compresses a
+    // body from its second (its only poll here gets it as it is).
+    assert.deepEqual(answers.map((a) => a.headers['content-encoding']), ['gzip', 'br', undefined, undefined]);
     for (const a of answers) assert.deepEqual((decoded(a) as { messages: { data: unknown }[] }).messages[0]!.data, big);
     const again = await poll(pooled.url, { ch: live, cursor: 'earliest' });
     assert.equal(again.status, 200);
