@@ -16,7 +16,7 @@ import http1 from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { signToken } from '../../src/auth/jwt.js';
 import { eachProfile } from '../helpers/profiles.js';
-import { SseClient, WsClient, assertRun, closeStreams, sameSlot } from '../helpers/streams.js';
+import { SseClient, WsClient, assertRun, closeStreams, sameSlot, watchArrivals } from '../helpers/streams.js';
 import { assertMatchesOpenApi } from '../helpers/openapi.js';
 import { type TestServer, http, poll, publish, startTestServer, until } from '../helpers/server.js';
 
@@ -270,15 +270,21 @@ eachProfile((profile, env) => {
       await one.subscribe(ch);
       const multi = await WsClient.connect(s.url);
       await multi.subscribe([ch, ...others]);
+      // The in-memory broker hands a batch over in one turn; Redis usually does (one read of
+      // the subscriber connection), and the frames may not outnumber the turns it took.
+      const arrivals = watchArrivals(s.server.context.hub);
       assert.equal((await batch(s.url, [1, 2, 3, 4, 5].map((i) => ({ ch, data: i })))).status, 200);
       await one.until(() => one.messages().length === 5, 'the batch');
-      assert.equal(one.frames.length, 2, 'the start frame and one frame of five');
       await multi.until(() => multi.messages().length === 5, 'the batch (multi)');
-      assert.equal(multi.frames.length, 2);
-      if (profile.name !== 'cluster') {
+      const turns = arrivals.turns(ch);
+      arrivals.stop();
+      if (profile.name === 'memory') assert.equal(turns, 1, 'the memory broker hands a batch over at once');
+      for (const c of [one, multi]) assert.ok(c.frames.length - 1 >= 1 && c.frames.length - 1 <= turns, `the start frame, then five messages in ${c.frames.length - 1} frames, handed over in ${turns} turns`);
+      if (profile.name === 'memory') {
+        const before = multi.frames.length;
         assert.equal((await batch(s.url, [{ ch: others[0]!, data: 'x' }, { ch: others[1]!, data: 'y' }, { ch, data: 6 }])).status, 200);
         await multi.until(() => multi.messages().length === 8, 'the cross-channel batch');
-        assert.equal(multi.frames.length, 3, 'one frame for three channels');
+        assert.equal(multi.frames.length, before + 1, 'one frame for three channels');
       }
     });
 

@@ -408,3 +408,31 @@ export function proxyConfig(kind: 'no-upgrade' | 'buffering'): string {
   if (kind === 'buffering') swap('proxy_buffering off;', 'proxy_buffering on; proxy_ignore_headers X-Accel-Buffering; gzip on; gzip_types text/event-stream; gzip_min_length 0;');
   return conf;
 }
+
+/**
+ * Watches the event-loop turns in which the hub is handed notifications, per channel: messages
+ * that arrive in one turn must leave in one write, and on Redis one batch's notifications may
+ * come in over more than one turn (separate reads of the subscriber connection).
+ */
+export function watchArrivals(hub: { onMessages(ch: string, messages: unknown[]): void }): { turns(ch: string): number; stop(): void } {
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const seen = new Map<string, Set<number>>();
+  const original = hub.onMessages;
+  hub.onMessages = function (ch, messages) {
+    (seen.get(ch) ?? seen.set(ch, new Set()).get(ch)!).add(turn);
+    return original.call(this, ch, messages);
+  };
+  return {
+    turns: (ch) => seen.get(ch)?.size ?? 0,
+    stop() {
+      ticking = false;
+      hub.onMessages = original;
+    },
+  };
+}
