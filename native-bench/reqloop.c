@@ -15,9 +15,10 @@
  *
  * One request in flight per connection: uWS v20.30 closes a connection that pipelines a
  * request behind an unanswered one. Answers are delimited by Content-Length (every server
- * measured sends it). Prints one JSON line:
- *   {"connections":…,"seconds":…,"requests":…,"ok":…,"non2xx":…,"errors":…,"per_sec":…,
- *    "bytes_per_answer":…}
+ * measured sends it). A server that closes a keep-alive connection between answers (nginx
+ * after keepalive_requests) is reconnected to, as a browser would. Prints one JSON line:
+ *   {"connections":…,"seconds":…,"requests":…,"ok":…,"non2xx":…,"errors":…,"reconnects":…,
+ *    "per_sec":…,"bytes_per_answer":…}
  * Exits 1 when any answer was not 2xx or any connection failed.
  */
 #define _GNU_SOURCE
@@ -41,6 +42,7 @@
 typedef struct {
   int fd;
   int failed;
+  long answered_since_open;
   char *in;
   size_t in_len, in_cap;
 } conn_t;
@@ -50,6 +52,18 @@ static int req_len;
 
 static int send_request(conn_t *c) {
   return write(c->fd, req, (size_t)req_len) == req_len ? 0 : -1;
+}
+
+/* Connects c (blocking), registers it as index i and sends its first request. */
+static int open_conn(conn_t *c, int i, int ep, const struct sockaddr_in *dst) {
+  c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(c->fd, (const struct sockaddr *)dst, sizeof *dst) < 0) return -1;
+  c->in_len = 0;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+  epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+  return send_request(c);
 }
 
 /* One complete answer at the start of c->in: its total length and status, or 0 when incomplete. */
@@ -111,18 +125,12 @@ int main(int argc, char **argv) {
   int ep = epoll_create1(0);
   for (int i = 0; i < nconns; i++) {
     conn_t *c = &conns[i];
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) < 0) { perror("reqloop: connect"); return 1; }
     c->in_cap = 1 << 16;
     c->in = malloc(c->in_cap);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-    if (send_request(c) < 0) { perror("reqloop: write"); return 1; }
+    if (open_conn(c, i, ep, &dst) < 0) { perror("reqloop: connect"); return 1; }
   }
 
-  long requests = 0, ok = 0, non2xx = 0, errors = 0;
+  long requests = 0, ok = 0, non2xx = 0, errors = 0, reconnects = 0;
   unsigned long long bytes = 0;
   int64_t t0 = mono_us();
   int64_t measure_from = t0 + (int64_t)(warmup * 1e6), measure_to = measure_from + (int64_t)(seconds * 1e6);
@@ -139,10 +147,16 @@ int main(int argc, char **argv) {
       ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len - 1);
       if (r <= 0) {
         if (r < 0 && errno == EAGAIN) continue;
-        errors++;
-        c->failed = 1;
         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
+        /* Closed between answers (a keep-alive limit): connect again; anything else fails. */
+        if (r == 0 && c->in_len == 0 && c->answered_since_open > 0 && open_conn(c, (int)evs[i].data.u32, ep, &dst) == 0) {
+          reconnects++;
+          c->answered_since_open = 0;
+          continue;
+        }
+        errors++;
+        c->failed = 1;
         open--;
         continue;
       }
@@ -153,6 +167,7 @@ int main(int argc, char **argv) {
       if (len == 0) continue;
       memmove(c->in, c->in + len, c->in_len - len);
       c->in_len -= len;
+      c->answered_since_open++;
       if (measuring && mono_us() < measure_to) {
         requests++;
         bytes += len;
@@ -163,7 +178,7 @@ int main(int argc, char **argv) {
     }
   }
   double took = (double)(measure_to - measure_from) / 1e6;
-  printf("{\"connections\":%d,\"seconds\":%.3f,\"requests\":%ld,\"ok\":%ld,\"non2xx\":%ld,\"errors\":%ld,\"per_sec\":%.0f,\"bytes_per_answer\":%.0f}\n",
-         nconns, took, requests, ok, non2xx, errors, (double)ok / took, requests ? (double)bytes / (double)requests : 0.0);
+  printf("{\"connections\":%d,\"seconds\":%.3f,\"requests\":%ld,\"ok\":%ld,\"non2xx\":%ld,\"errors\":%ld,\"reconnects\":%ld,\"per_sec\":%.0f,\"bytes_per_answer\":%.0f}\n",
+         nconns, took, requests, ok, non2xx, errors, reconnects, (double)ok / took, requests ? (double)bytes / (double)requests : 0.0);
   return non2xx > 0 || errors > 0 ? 1 : 0;
 }
