@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { signToken } from '../../src/auth/jwt.js';
 import { eachProfile } from '../helpers/profiles.js';
-import { SseClient, assertRun, closeStreams, watchArrivals } from '../helpers/streams.js';
+import { SseClient, assertRun, closeStreams, followWithPolls, watchArrivals } from '../helpers/streams.js';
 import { type TestServer, http, poll, publish, startTestServer, until } from '../helpers/server.js';
 
 const SECRET = 'sse-test-secret-of-enough-length';
@@ -77,10 +77,8 @@ eachProfile((profile, env) => {
       assert.deepEqual([m1!.ch, m1!.seq, m1!.data, m2!.seq, m2!.data], [ch, 1, { n: 1 }, 2, 'two']);
       // Each id resumes exactly after its event.
       await publish(s.url, ch, 3);
-      const after1 = await poll(s.url, { ch, cursor: m1!.id });
-      assert.deepEqual(after1.body.messages.map((m) => m.seq), [2, 3]);
-      const after2 = await poll(s.url, { ch, cursor: m2!.id });
-      assert.deepEqual(after2.body.messages.map((m) => m.seq), [3]);
+      assert.deepEqual(await followWithPolls(s.url, ch, m1!.id, 3), [2, 3]);
+      assert.deepEqual(await followWithPolls(s.url, ch, m2!.id, 3), [3]);
       await sse.until(() => sse.messages().length === 3, 'the third event');
       assert.equal(sse.events.filter((e) => e.event !== 'message').length, 0, 'no gap or error events');
     });

@@ -21,7 +21,7 @@ import calculateSlot from 'cluster-key-slot';
 import { WebSocket } from 'ws';
 import { RECOMMENDED_CONF } from './nginx.js';
 import { assertMatchesOpenApi, schemaProblems } from './openapi.js';
-import { until } from './server.js';
+import { poll, until } from './server.js';
 
 export interface StreamMessage {
   ch: string;
@@ -435,4 +435,20 @@ export function watchArrivals(hub: { onMessages(ch: string, messages: unknown[])
       hub.onMessages = original;
     },
   };
+}
+
+/**
+ * The seqs a client following `cursor` with polls gets, until it has `lastSeq` (bounded): an
+ * answer may carry fewer than every message waiting, so one poll is not enough to say what a
+ * cursor resumes to.
+ */
+export async function followWithPolls(base: string, ch: string, cursor: string, lastSeq: number): Promise<number[]> {
+  const seqs: number[] = [];
+  for (let i = 0; i < 20 && (seqs.at(-1) ?? 0) < lastSeq; i++) {
+    const r = await poll(base, { ch, cursor, timeout: 1000 });
+    assert.equal(r.status, 200);
+    for (const m of r.body.messages) seqs.push(m.seq);
+    cursor = r.body.cursor;
+  }
+  return seqs;
 }
