@@ -74,6 +74,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const ctx: ServerContext = {
     config,
     broker,
+    channels: recent ?? broker,
     hub,
     seed,
     metrics,

@@ -28,7 +28,7 @@
  * (the store keeps the subscription that long, so notifications still arrive); never longer.
  */
 
-import type { BrokerEvents, ChannelStore, PublishItem, PublishResult, ReadFrom, ReadResult, ChannelInfo } from '../broker/broker.js';
+import { BatchPublishError, type BrokerEvents, type ChannelInfo, type ChannelStore, type PublishItem, type PublishResult, type ReadFrom, type ReadResult } from '../broker/broker.js';
 import type { Config } from '../config.js';
 import type { Position } from '../cursor.js';
 import type { Message } from '../message.js';
@@ -76,6 +76,13 @@ class ChannelWindow {
   headFp = 0;
   /** Fingerprint of the message just before the oldest one held (0: not known). */
   beforeFp = 0;
+  /**
+   * The newest seq this process published and the store acknowledged (in `ackedEpoch`), whose
+   * notification may still be on its way: until the window's head reaches it, reads go to the
+   * store, so a client that published through this process reads its own write at once.
+   */
+  ackedSeq = 0;
+  ackedEpoch = '';
   readonly messages: Ring<Message>;
   /** Notifications that arrived while filling. */
   aside: Message[] = [];
@@ -151,11 +158,34 @@ export class RecentHistory implements ChannelStore {
   }
 
   publish(item: PublishItem): Promise<PublishResult> {
-    return this.store.publish(item);
+    return this.store.publish(item).then((r) => {
+      this.acknowledged(r);
+      return r;
+    });
   }
 
   publishBatch(items: readonly PublishItem[]): Promise<PublishResult[]> {
-    return this.store.publishBatch(items);
+    return this.store.publishBatch(items).then(
+      (results) => {
+        for (const r of results) this.acknowledged(r);
+        return results;
+      },
+      (err: unknown) => {
+        // A batch that failed midway: the published prefix is acknowledged all the same.
+        if (err instanceof BatchPublishError) for (const r of err.results) this.acknowledged(r);
+        throw err;
+      },
+    );
+  }
+
+  /** A publish through this process was acknowledged: the window must reach it before it serves. */
+  private acknowledged(r: PublishResult): void {
+    const w = this.windows.get(r.ch);
+    if (!w) return;
+    if (w.ackedEpoch !== r.epoch || r.seq > w.ackedSeq) {
+      w.ackedEpoch = r.epoch;
+      w.ackedSeq = r.seq;
+    }
   }
 
   channelInfo(ch: string): Promise<ChannelInfo> {
@@ -237,6 +267,8 @@ export class RecentHistory implements ChannelStore {
   /** The store's answer from the window, or undefined when the window cannot prove it. */
   private serve(w: ChannelWindow, from: Position, max: number): ReadResult | undefined {
     if (from.epoch !== w.epoch || from.seq > w.head) return undefined;
+    // A write acknowledged here whose notification has not come yet: the store has it.
+    if (w.ackedSeq > w.head || (w.ackedSeq > 0 && w.ackedEpoch !== w.epoch)) return undefined;
     this.dropOld(w);
     const first = w.first;
     if (from.seq < first - 1) return undefined;

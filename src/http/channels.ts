@@ -15,7 +15,7 @@ export function channelAdmin(ctx: ServerContext, action: 'info' | 'delete') {
     res.onAborted(() => {
       res.closed = true;
     });
-    const work = action === 'info' ? ctx.broker.channelInfo(ch) : ctx.broker.deleteChannel(ch);
+    const work = action === 'info' ? ctx.channels.channelInfo(ch) : ctx.channels.deleteChannel(ch);
     work.then(
       (info) => sendJson(res, 200, { ch: info.ch, epoch: info.epoch, lastSeq: info.lastSeq, retained: info.retained, pollers: ctx.hub.registry.countOn(ch) }, { noStore: true }),
       (err) => fail(ctx, res, err),

@@ -1,7 +1,7 @@
 /** What every HTTP handler shares, and the wrapper that turns thrown errors into answers. */
 
 import type { Logger } from 'pino';
-import type { Broker } from '../broker/broker.js';
+import type { Broker, ChannelStore } from '../broker/broker.js';
 import type { Config } from '../config.js';
 import { HoldfastError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
@@ -16,7 +16,13 @@ import { MAX_URL_BYTES, framingError } from './request.js';
 
 export interface ServerContext {
   readonly config: Config;
+  /** Lifecycle, readiness and the seed queues. */
   readonly broker: Broker;
+  /**
+   * Where channels are published to and read from: the broker, or on Redis the recent-history
+   * cache in front of it (which must see this process's publishes to answer reads at once).
+   */
+  readonly channels: ChannelStore;
   readonly hub: PollHub;
   readonly seed: SeedHub;
   readonly metrics: Metrics;

@@ -68,7 +68,7 @@ export function publishOne(ctx: ServerContext) {
     withBody(ctx, res, (body) => {
       const json = toJsonText(decodeBody(body, format));
       ctx.metrics.published.inc();
-      return ctx.broker.publish({ ch, json, id });
+      return ctx.channels.publish({ ch, json, id });
     });
   };
 }
@@ -80,7 +80,7 @@ export function publishBatch(ctx: ServerContext) {
       const items = parseBatch(decodeBody(body, format, -3), ctx.config.maxBatch);
       if (items.length === 0) return { results: [] };
       try {
-        const results = await ctx.broker.publishBatch(items);
+        const results = await ctx.channels.publishBatch(items);
         ctx.metrics.published.inc(items.length);
         return { results };
       } catch (err) {

@@ -63,6 +63,25 @@ describe('recent history served from memory on Redis', { skip: !hasRedis && 'red
     assert.deepEqual(all.body.messages.map((m: { data: { i: number } }) => m.data.i), [1, 2, 3, 4, 5]);
   });
 
+  it('a client reads its own acknowledged publish at once, even before its notification arrived', async () => {
+    const ch = `rh-${process.pid}-own`;
+    let cursor = await followed(ch);
+    // The subscriber sockets are not read for a while: the publish is acknowledged, its
+    // notification is held back. The poll must still answer with it at once (from Redis).
+    const subs = (s.server.broker as unknown as { subs: { pause(): void; resume(): void } }).subs;
+    for (let i = 1; i <= 5; i++) {
+      subs.pause();
+      try {
+        assert.equal((await publish(s.url, ch, { i })).status, 200);
+        const r = await poll(s.url, { ch, cursor, timeout: 1000 });
+        assert.deepEqual(r.body.messages.map((m: { seq: number }) => m.seq), [i], `round ${i}: the acknowledged message`);
+        cursor = r.body.cursor;
+      } finally {
+        subs.resume();
+      }
+    }
+  });
+
   it('a cursor behind the window, and "earliest", are read from Redis', async () => {
     const ch = `rh-${process.pid}-b`;
     const start = await followed(ch);
