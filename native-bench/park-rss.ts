@@ -8,6 +8,8 @@
 import { writeFileSync } from 'node:fs';
 import { metric, park, rssKiB, startHoldfast, waitParked } from './lib.js';
 
+/** Read RSS after the runtime returned the parking burst's garbage (see run.ts, SETTLE_MS). */
+const SETTLE_MS = 12_000;
 const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
 const results = [];
 for (const n of sizes.length ? sizes : [10_000, 19_500]) {
@@ -20,12 +22,12 @@ for (const n of sizes.length ? sizes : [10_000, 19_500]) {
     await fetch(`http://127.0.0.1:${server.port}/v1/publish/warm`, { method: 'POST', body: '1', headers: { 'content-type': 'application/json' } });
     await warm.done;
     global.gc?.();
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     const before = rssKiB(server.pids[0]!);
     const run = park(server.port, n, { channel: 'bench', waitS: 5 });
     await run.parked;
     const held = await waitParked([server.port], n);
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     const after = rssKiB(server.pids[0]!);
     const stillParked = await metric(server.port, 'holdfast_parked_polls');
     const perPoll = ((after - before) * 1024) / n;
