@@ -24,7 +24,7 @@ for (const n of sizes.length ? sizes : [10_000, 19_500]) {
     global.gc?.();
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const before = rssKiB(server.pids[0]!);
-    const run = park(server.port, n, { channel: 'bench', waitS: 5 });
+    const run = park(server.port, n, { channel: 'bench', waitS: 60 });
     await run.parked;
     const held = await waitParked([server.port], n);
     await new Promise((r) => setTimeout(r, SETTLE_MS));
