@@ -14,6 +14,7 @@ import { pathSegment, readBody, tooLarge } from './request.js';
 import { type Res, sendJson } from '../respond.js';
 
 const PUBLISH_PREFIX = '/v1/publish/';
+const NO_STORE = { noStore: true } as const;
 export const MAX_ID_LENGTH = 200;
 
 /** Publisher auth, body limits and backpressure: shared by every publishing route. */
@@ -53,10 +54,23 @@ export function withBody(ctx: ServerContext, res: Res, work: (body: Buffer) => P
       return fail(ctx, res, e);
     }
     ctx.state.publishesInFlight++;
+    // One reaction per publish (no .finally: a promise and a microtask less per publish).
     pending.then(
-      (value) => sendJson(res, 200, value, { noStore: true }),
-      (e) => fail(ctx, res, e),
-    ).finally(() => ctx.inflightDone());
+      (value) => {
+        try {
+          sendJson(res, 200, value, NO_STORE);
+        } finally {
+          ctx.inflightDone();
+        }
+      },
+      (e) => {
+        try {
+          fail(ctx, res, e);
+        } finally {
+          ctx.inflightDone();
+        }
+      },
+    );
   });
 }
 
