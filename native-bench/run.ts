@@ -43,8 +43,8 @@ const targetFilter = argValue('--targets')?.split(',');
 // 15,000 in a full run: Nchan's one worker drops connections ("worker_connections are not
 // enough, reusing connections") from ~18,800 parked polls under the 20,000-files cap, so every
 // server is compared at a size all of them hold. Holdfast alone at 19,500: npm run bench:park.
-const N_PARK = quick ? 5000 : 15_000;
-const N_INBOX = quick ? 5000 : 15_000;
+const N_PARK = Number(argValue('--park') ?? (quick ? 5000 : 15_000));
+const N_INBOX = Number(argValue('--inbox') ?? (quick ? 5000 : 15_000));
 const STEADY_CLIENTS = quick ? 200 : 1000;
 // Channels that advance in lockstep (one batch publishes a round: every channel at the same
 // seq, woken in one flush), so any state shared across channels shows up as a leak or a loss.
