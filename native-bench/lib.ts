@@ -43,12 +43,12 @@ export interface Server {
 }
 
 /** Starts `node dist/cli.js` (build first) pinned to core 0; resolves when `procs` processes listen. */
-export async function startHoldfast(env: Record<string, string>, procs = 1, extraArgs: string[] = []): Promise<Server> {
+export async function startHoldfast(env: Record<string, string>, procs = 1, extraArgs: string[] = [], cliPath?: string): Promise<Server> {
   const port = Number(env.PORT) || (await freePort());
   // The same Node flags as the holdfast bin (src/cli.ts shebang); BENCH_NODE_FLAGS overrides.
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean);
   // BENCH_HOLDFAST: another build of the CLI (an A/B experiment), instead of dist/cli.js.
-  const cli = process.env.BENCH_HOLDFAST ?? `${ROOT}dist/cli.js`;
+  const cli = cliPath ?? process.env.BENCH_HOLDFAST ?? `${ROOT}dist/cli.js`;
   const [cmd, args] = nodeServer([...nodeFlags, cli, ...extraArgs]);
   const proc = spawn(cmd, args, {
     env: { ...process.env, LOG_LEVEL: 'info', HOST: '127.0.0.1', LP_MAX_PARKED: '1000000', ...env, PORT: String(port) },

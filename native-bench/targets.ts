@@ -37,12 +37,12 @@ export interface Target {
 
 const BODY = '{"i":%d,"t":%lld}';
 
-function holdfast(name: string, redis: boolean): Target {
+function holdfast(name: string, redis: boolean, cli?: string): Target {
   return {
     name,
     needsRedis: redis,
-    missing: () => (existsSync(`${ROOT}dist/cli.js`) ? undefined : 'not built: npm run build'),
-    start: (redisUrl) => startHoldfast({ LP_POLL_TIMEOUT_MS: '120000', ...(redis ? { REDIS_URL: redisUrl!, LP_REDIS_PREFIX: `b${Date.now()}:` } : {}) }),
+    missing: () => (existsSync(cli ?? `${ROOT}dist/cli.js`) ? undefined : 'not built: npm run build'),
+    start: (redisUrl) => startHoldfast({ LP_POLL_TIMEOUT_MS: '120000', ...(redis ? { REDIS_URL: redisUrl!, LP_REDIS_PREFIX: `b${Date.now()}:` } : {}) }, 1, [], cli),
     pollPath: '/v1/poll?ch=%s&timeout=120000',
     publishPath: (ch, perIndex) => `/v1/publish/${ch}${perIndex ? '%d' : ''}`,
     publishBody: () => BODY,
@@ -142,9 +142,14 @@ const rawUws: Target = {
   parkedCount: async (port) => Number(await (await fetch(`http://127.0.0.1:${port}/parked`)).text()),
 };
 
+// BENCH_HOLDFAST_B=<path to another build's cli.js>: that build runs beside this one, as
+// "holdfast B (…)", in the same interleaved runs (an A/B experiment).
+const B = process.env.BENCH_HOLDFAST_B;
+
 export const TARGETS: Target[] = [
   holdfast('holdfast (memory)', false),
   holdfast('holdfast (redis)', true),
+  ...(B ? [holdfast('holdfast B (memory)', false, B), holdfast('holdfast B (redis)', true, B)] : []),
   nchan('nchan (memory)', false),
   nchan('nchan (redis)', true),
   expressSeed,
