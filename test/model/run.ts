@@ -79,6 +79,8 @@ export interface V1Poll {
   readonly pending: Pending;
   readonly view: PollView;
   readonly floors: (Floor | undefined)[];
+  /** Each channel's epoch and head when the poll was sent. */
+  readonly sentHeads: readonly Floor[];
 }
 
 export interface SeedPoll {
@@ -247,7 +249,8 @@ export class Run implements ModelView {
       tokenInQuery: client.tokenInQuery,
     });
     const view: PollView = { label, channels: client.channels, starts, max: max ?? DEFAULT_MAX, long };
-    const poll: V1Poll = { client, server: index, pending, view, floors: starts.map(floorOf) };
+    const sentHeads = client.channels.map((name) => ({ e: this.channel(name).epoch, s: this.channel(name).head() }));
+    const poll: V1Poll = { client, server: index, pending, view, floors: starts.map(floorOf), sentHeads };
     this.v1.add(poll);
     client.poll = poll;
     this.log(`${label} ${how}${max !== undefined ? ` max=${max}` : ''} ${long ? 'long' : `timeout=${timeoutMs}`} ${client.format} from [${starts.map(showStart).join(', ')}]`);
