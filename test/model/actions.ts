@@ -8,6 +8,7 @@ import * as driver from './driver.js';
 import type { BodyKind } from './driver.js';
 import { type ChannelModel, type PubRecord, type Shape, count, owesWake, violation } from './model.js';
 import { type Client, LONG_TIMEOUT_MS, type Run, WAKE_LIMIT_MS, untilDeadline } from './run.js';
+import { type StreamSpec, type StreamTransport, deniedStream, openStream } from './streams.js';
 
 export type IdemChoice = 'none' | 'new' | 'retry' | 'cross';
 
@@ -160,8 +161,11 @@ export async function channelInfo(run: Run, chIndex: number, serverPick: number)
   // A poll may be answering right now (a wake still on its way from Redis, a timeout): only a
   // long poll none of whose channels moved since it was sent must still be counted.
   const quiet = mine.filter((p) => p.view.long && p.sentHeads.every((h, i) => !owesWake(run.channel(p.view.channels[i]!), h))).length;
-  if (typeof b.pollers !== 'number' || b.pollers < quiet || b.pollers > mine.length) {
-    violation(`${what}: pollers ${b.pollers}, but ${mine.length} polls of this run wait on it there (${quiet} of them long, on channels that did not move)`);
+  // The spec counts "the polls parked on it"; whether an open stream counts too it leaves
+  // open (this server counts it), so a stream may count or not.
+  const streams = [...run.streams].filter((x) => x.server === index && x.channels.includes(ch.name)).length;
+  if (typeof b.pollers !== 'number' || b.pollers < quiet || b.pollers > mine.length + streams) {
+    violation(`${what}: pollers ${b.pollers}, but ${mine.length} polls of this run wait on it there (${quiet} of them long, on channels that did not move) and ${streams} streams follow it`);
   }
 }
 
@@ -184,9 +188,16 @@ export async function race(run: Run, client: Client, chPick: number, p: PublishS
  * stranger's token in the header beside the client's own in ?token= (the header wins). */
 export type DenyHow = 'ungranted' | 'missing' | 'forged' | 'header-wins';
 
-/** A poll auth must refuse: 403 for a channel the token does not grant, 401 without a valid token. */
-export async function deniedPoll(run: Run, client: Client, how: DenyHow, extra: number, serverPick: number): Promise<void> {
-  const { server } = run.serverAt(serverPick);
+/** What a refused request sends and the status a poll gets for it (a stream is refused alike). */
+export interface DeniedRequest {
+  readonly channels: string[];
+  readonly token: string | undefined;
+  readonly queryToken: string | undefined;
+  readonly status: number;
+  readonly what: string;
+}
+
+export function deniedRequest(run: Run, client: Client, how: DenyHow, extra: number): DeniedRequest {
   let channels = [...client.channels];
   let token = client.token;
   let status = 401;
@@ -201,6 +212,13 @@ export async function deniedPoll(run: Run, client: Client, how: DenyHow, extra: 
     token = how === 'forged' && token ? `${token.slice(0, -4)}${token.endsWith('AAAA') ? 'BBBA' : 'AAAA'}` : how === 'header-wins' ? run.strangerToken : undefined;
   }
   const queryToken = how === 'header-wins' ? client.token : undefined;
+  return { channels, token, queryToken, status, what: how };
+}
+
+/** A poll auth must refuse: 403 for a channel the token does not grant, 401 without a valid token. */
+export async function deniedPoll(run: Run, client: Client, how: DenyHow, extra: number, serverPick: number): Promise<void> {
+  const { server } = run.serverAt(serverPick);
+  const { channels, token, queryToken, status } = deniedRequest(run, client, how, extra);
   const what = `denied poll (${how}) ${JSON.stringify(channels)}`;
   run.log(what);
   const pending = driver.startPoll(server.url, { channels, timeoutMs: 1000, format: client.format, token, queryToken });
@@ -215,6 +233,18 @@ export async function deniedPoll(run: Run, client: Client, how: DenyHow, extra: 
   const code = (reply.body as { error?: { code?: unknown } }).error?.code;
   if (typeof code !== 'string') violation(`${what}: error answer without {"error":{"code"}}: ${JSON.stringify(reply.body)}`);
   count(`auth: refused ${status}`);
+}
+
+/** The client follows its channels over a stream; a race publishes to one of them as it opens. */
+export async function stream(run: Run, client: Client, spec: StreamSpec, race: PublishSpec | undefined): Promise<void> {
+  const chIndex = race ? run.names.channels.indexOf(client.channels[race.ch % client.channels.length]!) : -1;
+  await openStream(run, client, spec, race ? () => publishNow(run, { ...race, ch: chIndex, idem: 'none' }) : undefined);
+  await run.settle(`after ${client.label}'s stream opened`);
+}
+
+/** A stream auth must refuse, for the same reasons as a refused poll. */
+export async function deniedStreamOf(run: Run, client: Client, transport: StreamTransport, how: DenyHow, extra: number, serverPick: number): Promise<void> {
+  await deniedStream(run, transport, deniedRequest(run, client, how, extra), serverPick, WAKE_LIMIT_MS);
 }
 
 /** The client polls next with one of its earlier cursors (at-least-once from there). */

@@ -13,11 +13,14 @@ import type { Shape } from './model.js';
 import type { ClientSpec, Run, RunSpec } from './run.js';
 import { SHORT_NAMES, SHORT_SEED_IDS } from './names.js';
 import * as seeds from './seeds.js';
+import { type StreamSpec, type StreamTransport, type TokenPlace, closeStream } from './streams.js';
 
 export type Cmd = fc.AsyncCommand<Run, Run>;
 
 const UNIVERSE = SHORT_NAMES.length;
 const client = (m: Run, i: number) => m.clients[i % m.clients.length]!;
+/** Neither a poll nor a stream outstanding: the client may start either. */
+const idle = (m: Run, i: number) => client(m, i).poll === undefined && client(m, i).stream === undefined;
 /** Channel `i` and seed clientId `i` by short name, for the printed history. */
 const chName = (i: number) => SHORT_NAMES[i % UNIVERSE];
 const idName = (i: number) => `id:${SHORT_SEED_IDS[i % SHORT_SEED_IDS.length]}`;
@@ -72,7 +75,7 @@ export class PollCmd extends OnClient implements Cmd {
   ) {
     super(client);
   }
-  check = (m: Readonly<Run>) => client(m as Run, this.client).poll === undefined;
+  check = (m: Readonly<Run>) => idle(m as Run, this.client);
   run = (m: Run) => act.poll(m, this.pick(m), this.mode, this.max, this.timeout, this.server);
   override toString = () => `poll(${this.name} ${this.mode}${this.max === undefined ? '' : ` max=${this.max}`} ${this.timeout}${this.server ? ' @s1' : ''})`;
 }
@@ -94,7 +97,7 @@ export class RaceCmd extends OnClient implements Cmd {
   ) {
     super(client);
   }
-  check = (m: Readonly<Run>) => client(m as Run, this.client).poll === undefined;
+  check = (m: Readonly<Run>) => idle(m as Run, this.client);
   run = (m: Run) => act.race(m, this.pick(m), this.chPick, this.p);
   override toString = () => `race(${this.name} polls while its channel #${this.chPick} gets a ${this.p.kind} publish)`;
 }
@@ -142,7 +145,7 @@ export class RewindCmd extends OnClient implements Cmd {
   }
   check = (m: Readonly<Run>) => {
     const c = client(m as Run, this.client);
-    return c.poll === undefined && c.history.length > 0;
+    return c.poll === undefined && c.stream === undefined && c.history.length > 0;
   };
   run = async (m: Run) => act.rewind(m, this.pick(m), this.k);
   override toString = () => `rewind(${this.name} to an earlier cursor)`;
@@ -198,8 +201,8 @@ export class SeedAbortCmd implements Cmd {
 }
 
 /**
- * One message to every channel a poll is parked on, in one batch: every parked poll is woken
- * in the same flush, many of them at the same seq (the collision class of issue 8).
+ * One message to every channel a poll is parked on or a stream follows, in one batch: every
+ * parked poll and stream is woken in the same flush, many of them at the same seq (the collision class of issue 8).
  */
 export class FanoutParkedCmd implements Cmd {
   constructor(
@@ -207,13 +210,56 @@ export class FanoutParkedCmd implements Cmd {
     readonly content: unknown,
     readonly server: number,
   ) {}
-  check = (m: Readonly<Run>) => [...(m as Run).v1].some((p) => !p.pending.done);
+  check = (m: Readonly<Run>) => [...(m as Run).v1].some((p) => !p.pending.done) || (m as Run).streams.size > 0;
   run = (m: Run) => {
-    const parked = new Set([...m.v1].filter((p) => !p.pending.done).flatMap((p) => p.view.channels));
+    const parked = new Set([...m.v1].filter((p) => !p.pending.done).flatMap((p) => p.view.channels).concat([...m.streams].flatMap((s) => s.channels)));
     const items = [...parked].map((name): BatchItemSpec => ({ ch: m.names.channels.indexOf(name), shape: this.shape, content: this.content, idem: 'none', pick: 0 }));
     return act.batch(m, { items, format: 'json', server: this.server });
   };
   toString = () => `fanoutToParked(${this.shape}${this.server ? ' @s1' : ''})`;
+}
+
+/** Opens an SSE or WebSocket stream for a client, from its cursor (a resume), from now or earliest. */
+export class OpenStreamCmd extends OnClient implements Cmd {
+  constructor(
+    client: number,
+    readonly spec: StreamSpec,
+    /** A publish to one of its channels sent while the stream opens. */
+    readonly race: PublishSpec | undefined,
+  ) {
+    super(client);
+  }
+  check = (m: Readonly<Run>) => idle(m as Run, this.client);
+  run = (m: Run) => act.stream(m, this.pick(m), this.spec, this.race);
+  override toString = () => {
+    const s = this.spec;
+    const resume = s.transport === 'sse' && s.mode === 'cursor' && s.lastEventId ? ' last-event-id' : '';
+    return `openStream(${this.name} ${s.transport} ${s.mode}${resume} token:${s.token}${s.server ? ' @s1' : ''}${this.race ? ` racing a ${this.race.kind} publish` : ''})`;
+  };
+}
+
+export class CloseStreamCmd extends OnClient implements Cmd {
+  check = (m: Readonly<Run>) => client(m as Run, this.client).stream !== undefined;
+  run = async (m: Run) => {
+    closeStream(m, this.pick(m));
+    await m.settle('after a stream was closed');
+  };
+  override toString = () => `closeStream(${this.name})`;
+}
+
+export class DeniedStreamCmd extends OnClient implements Cmd {
+  constructor(
+    client: number,
+    readonly transport: StreamTransport,
+    readonly how: DenyHow,
+    readonly extra: number,
+    readonly server: number,
+  ) {
+    super(client);
+  }
+  check = () => true;
+  run = (m: Run) => act.deniedStreamOf(m, this.pick(m), this.transport, this.how, this.extra, this.server);
+  override toString = () => `deniedStream(${this.name} ${this.transport} ${this.how})`;
 }
 
 /** Lets the polls with a 1 s timeout time out (a normal answer: empty, cursor still covering). */
@@ -296,6 +342,15 @@ const batchArb: fc.Arbitrary<BatchSpec> = fc.record({
   server,
 });
 
+const transportArb = fc.constantFrom<StreamTransport>('sse', 'ws-json', 'ws-msgpack');
+const streamSpecArb: fc.Arbitrary<StreamSpec> = fc.record({
+  transport: transportArb,
+  mode: fc.constantFrom<PollMode>('cursor', 'cursor', 'cursor', 'cursor', 'now', 'earliest'),
+  token: fc.constantFrom<TokenPlace>('header', 'query', 'op'),
+  server,
+  lastEventId: fc.boolean(),
+});
+
 const clientIx = fc.nat({ max: 5 });
 const seedIx = fc.nat({ max: 1 });
 
@@ -327,6 +382,9 @@ export const commandArbs: fc.Arbitrary<Cmd>[] = [
     { weight: 1, arbitrary: fc.tuple(seedIx, server).map(([i, s]) => new DisconnectCmd(i, s)) },
     { weight: 2, arbitrary: seedIx.map((i) => new SeedAbortCmd(i)) },
     { weight: 1, arbitrary: fc.constant(null).map(() => new WaitTimeoutsCmd()) },
+    { weight: 10, arbitrary: fc.tuple(clientIx, streamSpecArb, fc.option(publishArb, { freq: 5 })).map(([c, s, r]) => new OpenStreamCmd(c, s, r ?? undefined)) },
+    { weight: 8, arbitrary: clientIx.map((c) => new CloseStreamCmd(c)) },
+    { weight: 1, arbitrary: fc.tuple(clientIx, transportArb, fc.constantFrom<DenyHow>('ungranted', 'ungranted', 'missing', 'forged', 'header-wins'), ch, server).map(([c, t, h, e, s]) => new DeniedStreamCmd(c, t, h, e, s)) },
     { weight: 8, arbitrary: fc.tuple(shape, contentArb, server).map(([sh, v, s]) => new FanoutParkedCmd(sh, v, s)) },
   ),
 ];

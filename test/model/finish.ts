@@ -1,8 +1,9 @@
 /**
  * The end of a run, where "every acknowledged message reaches every client that follows the
  * channel" is checked: outstanding polls end (aborted; that loses nothing on /v1/poll), one
- * marker message goes to every followed channel (so no catch-up poll can park), and each
- * client polls with its cursor until it stands at the head of every channel. Every answer on
+ * marker message goes to every followed channel (so no catch-up poll can park), every open
+ * stream must deliver up to each head by itself, and then each client polls with its cursor
+ * until it stands at the head of every channel. Every answer on
  * the way is checked like any other: a skipped seq without gap fails there. Seed queues are
  * drained up to a sentinel push.
  */
@@ -52,7 +53,13 @@ export async function finish(run: Run): Promise<void> {
     const r = reply.body as { seq: number; epoch: string };
     ch.acceptPublish(rec, r.seq, r.epoch, `marker ${name}`);
   }
-  run.log(`markers on ${followed.length} channels; catch-up`);
+  // Streams deliver the markers (and everything before them) by themselves; then they close
+  // and any client still short of a head catches up with polls from its cursor.
+  run.log(`markers on ${followed.length} channels; ${run.streams.size} streams deliver to them`);
+  await run.awaitStreams('at the end of the run (streams reach every head)', Date.now() + WAKE_LIMIT_MS);
+  for (const s of [...run.streams]) s.close();
+  await run.quiesce('after the streams closed');
+  run.log('catch-up');
   await Promise.all(run.clients.filter((c) => c.cursor !== undefined).map((c, i) => catchUp(run, c, i)));
   await drainSeeds(run);
   await run.quiesce('at the end of the run');

@@ -56,10 +56,13 @@ export interface RunSpec {
 
 export class Client {
   pos: (Pos | undefined)[];
+  /** One cursor for every transport: a poll, an SSE stream or a WebSocket resumes from it. */
   cursor: string | undefined;
   /** Earlier cursors with the positions they stood for (a client may poll with an old one). */
   readonly history: { cursor: string; pos: Pos[] }[] = [];
   poll: V1Poll | undefined;
+  /** Its open SSE or WebSocket stream (never at the same time as a poll). */
+  stream: StreamLike | undefined;
 
   constructor(
     readonly label: string,
@@ -71,6 +74,28 @@ export class Client {
   ) {
     this.pos = channels.map(() => undefined);
   }
+}
+
+/**
+ * An open SSE or WebSocket stream of one client (streams.ts). Until the run closes it, it is
+ * one waiter on its server (the hub's parked count includes streams).
+ */
+export interface StreamLike {
+  readonly label: string;
+  readonly server: number;
+  readonly channels: readonly string[];
+  /** Its request (SSE) or subscribe op (WebSocket) went out: the server holds a waiter for it. */
+  readonly counted: boolean;
+  /** Checks every frame or event received so far against the model. */
+  process(): void;
+  /** Owes a frame: its first one, or messages up to the head of a channel it follows. */
+  owes(): boolean;
+  /** Something arrived that process() has not seen yet, or the connection closed. */
+  hasNews(): boolean;
+  /** Where it stands, for a failure message. */
+  describe(): string;
+  /** Consumes (checks) what arrived unless `judge` is false, then closes the connection. */
+  close(judge?: boolean): void;
 }
 
 export interface V1Poll {
@@ -108,6 +133,7 @@ export class Run implements ModelView {
   readonly seeds = new Map<string, SeedModel>();
   readonly v1 = new Set<V1Poll>();
   readonly seedPolls = new Set<SeedPoll>();
+  readonly streams = new Set<StreamLike>();
   readonly ttlMs: number;
   readonly orderedAcrossChannels: boolean;
   seedHooks: SeedHooks | undefined;
@@ -227,7 +253,8 @@ export class Run implements ModelView {
   // ---- polls ----------------------------------------------------------------------------
 
   /** Sends a poll for `client`: from its cursor, from now, or from the earliest retained. */
-  startV1(client: Client, mode: 'cursor' | 'now' | 'earliest', max: number | undefined, long: boolean, serverPick: number, clampLow = false): V1Poll {
+  /** How a request of `client` starts (its cursor when it has one), as the model sees it now. */
+  startsFor(client: Client, mode: 'cursor' | 'now' | 'earliest'): { how: 'cursor' | 'now' | 'earliest'; starts: Start[] } {
     const useCursor = mode === 'cursor' && client.cursor !== undefined && client.pos.every((p) => p !== undefined);
     const how = useCursor ? 'cursor' : mode === 'cursor' ? 'now' : mode;
     const starts: Start[] = client.channels.map((name, i) => {
@@ -236,6 +263,11 @@ export class Run implements ModelView {
       const pos = client.pos[i]!;
       return { k: 'cursor', pos, e: ch.epoch, acked: ch.head(Math.min(pos.e, ch.epoch)) };
     });
+    return { how, starts };
+  }
+
+  startV1(client: Client, mode: 'cursor' | 'now' | 'earliest', max: number | undefined, long: boolean, serverPick: number, clampLow = false): V1Poll {
+    const { how, starts } = this.startsFor(client, mode);
     const { index, server } = this.serverAt(serverPick);
     const timeoutMs = long ? LONG_TIMEOUT_MS : clampLow ? 1 : SHORT_TIMEOUT_MS;
     const label = `poll ${client.label}${this.world.servers.length > 1 ? `@s${index}` : ''}`;
@@ -294,6 +326,7 @@ export class Run implements ModelView {
     this.setFloors();
     await this.processAnswers();
     await this.awaitOwedWakes(what);
+    await this.awaitStreams(what, Date.now() + WAKE_LIMIT_MS);
     await this.quiesce(what);
     await this.processAnswers();
     const took = Date.now() - this.lastSettled;
@@ -308,6 +341,7 @@ export class Run implements ModelView {
     let v1 = 0;
     let seed = 0;
     for (const p of this.v1) if (p.server === server && !p.pending.done) v1++;
+    for (const s of this.streams) if (s.server === server && s.counted) v1++;
     for (const p of this.seedPolls) if (p.server === server && !p.pending.done) seed++;
     return { v1, seed };
   }
@@ -332,7 +366,8 @@ export class Run implements ModelView {
         const held = parkedOn(s);
         const mine = this.outstanding(i);
         const reading = registeredOn(s) === undefined ? '' : `, ${registeredOn(s)! - held.v1} still reading`;
-        return `server ${i}: parked v1 ${held.v1 - this.base[i]!.v1}${reading} (run has ${mine.v1} outstanding), seed ${(held.seed ?? NaN) - (this.base[i]!.seed ?? 0)} (run has ${mine.seed})`;
+        const streams = [...this.streams].filter((x) => x.server === i && x.counted).length;
+        return `server ${i}: parked v1 ${held.v1 - this.base[i]!.v1}${reading} (run has ${mine.v1} outstanding, ${streams} of them streams), seed ${(held.seed ?? NaN) - (this.base[i]!.seed ?? 0)} (run has ${mine.seed})`;
       })
       .join('; ');
     violation(`${what}: the server did not settle within ${SETTLE_LIMIT_MS} ms (a poll neither answered nor parked, or a parked slot leaked): ${detail}`);
@@ -353,6 +388,7 @@ export class Run implements ModelView {
 
   /** Checks every answer that arrived, in the order the polls were sent. */
   async processAnswers(): Promise<void> {
+    for (const s of this.streams) s.process();
     for (const p of [...this.v1]) {
       if (!p.pending.done || !this.v1.has(p)) continue;
       this.v1.delete(p);
@@ -410,6 +446,26 @@ export class Run implements ModelView {
     }
   }
 
+  /**
+   * Streams owed a frame (their first, or messages up to a head) get until `deadline` to have
+   * delivered it; every frame is checked as it is consumed.
+   */
+  async awaitStreams(what: string, deadline: number): Promise<void> {
+    let waited = false;
+    for (;;) {
+      for (const s of this.streams) s.process();
+      const owed = [...this.streams].filter((s) => s.owes());
+      if (owed.length === 0) return;
+      if (!waited) count('stream: owed a frame after a command', owed.length);
+      waited = true;
+      if (Date.now() >= deadline) {
+        const heads = [...new Set(owed.flatMap((s) => s.channels))].map((n) => `${n} e${this.channel(n).epoch}#${this.channel(n).head()}`);
+        violation(`${what}: ${owed.map((s) => s.describe()).join('; ')} did not deliver within ${WAKE_LIMIT_MS} ms although the channel moved on (heads: ${heads.join(', ')})`);
+      }
+      await waitFor(() => owed.some((s) => s.hasNews()), deadline - Date.now());
+    }
+  }
+
   /** Waits (bounded) for the outstanding short polls to answer, as they must by their timeout. */
   async awaitShortPolls(): Promise<void> {
     const short = [...this.v1].filter((p) => !p.view.long && !p.pending.done);
@@ -424,6 +480,8 @@ export class Run implements ModelView {
   async dispose(): Promise<void> {
     for (const p of this.v1) p.pending.abort();
     for (const p of this.seedPolls) p.pending.abort();
+    for (const s of [...this.streams]) s.close(false);
+    this.streams.clear();
     this.v1.clear();
     this.seedPolls.clear();
     await waitFor(() => this.settled(), SETTLE_LIMIT_MS);
