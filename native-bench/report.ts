@@ -25,11 +25,43 @@ const TABLES: Record<string, { title: string; cols: [string, string][]; key: str
   fastpath: { title: 'Fast path (reqloop, 50 keep-alive connections)', cols: [['pollsPerSec', 'polls/s (message waiting)'], ['answerBytes', 'answer bytes'], ['publishesPerSec', 'publishes/s']], key: 'pollsPerSec', higherIsBetter: true },
 };
 
+/**
+ * The headline table: each figure for Holdfast (memory, Redis), Nchan (memory, Redis) and raw
+ * uWS, with Holdfast's ratio to raw uWS and to Nchan on the same store.
+ */
+export function renderSummary(r: Report): string {
+  const R = r.results;
+  const get = (scenario: string, target: string, key: string): number | undefined => {
+    const v = R[scenario]?.[target];
+    return v && !v.error && typeof v[key] === 'number' ? (v[key] as number) : undefined;
+  };
+  const ratio = (a?: number, b?: number, lowerIsBetter = false) => (a && b ? `${(lowerIsBetter ? b / a : a / b).toFixed(2)}` : '–');
+  const HM = 'holdfast (memory)', HR = 'holdfast (redis)', NM = 'nchan (memory)', NR = 'nchan (redis)', U = 'raw uWS';
+  const rows: string[] = [];
+  const row = (label: string, scenario: string, key: string, opts: { lower?: boolean; uws?: boolean; nchanRef?: [string, string] } = {}) => {
+    const [hm, hr, nm, nr, u] = [HM, HR, NM, NR, U].map((t) => get(scenario, t, key));
+    const [nmRef, nrRef] = opts.nchanRef ? opts.nchanRef.map((s) => get(s, NM, key)) : [nm, nr];
+    const cells = [hm, hr, nm, nr, u].map(fmt);
+    const uws = opts.uws === false;
+    rows.push(`| ${label} | ${cells.join(' | ')} | ${uws ? '–' : ratio(hm, u, opts.lower)} | ${ratio(hm, nmRef, opts.lower)} | ${uws ? '–' : ratio(hr, u, opts.lower)} | ${ratio(hr, opts.nchanRef ? get(opts.nchanRef[1], NR, key) : nrRef, opts.lower)} |`);
+  };
+  row(`fan-out deliveries/s, ${fmt(r.sizes.park)} polls`, 'fanout', 'deliveriesPerSec');
+  row(`inbox deliveries/s, ${fmt(r.sizes.inbox)} channels`, 'inbox', 'deliveriesPerSec');
+  row('inbox publish → delivery p99 ms', 'inbox', 'p99Ms', { lower: true });
+  row('batch inbox deliveries/s (100 per publish; Nchan: its single-publish inbox)', 'inboxBatch', 'deliveriesPerSec', { uws: false, nchanRef: ['inbox', 'inbox'] });
+  row('fast path polls/s (message waiting; raw uWS answers at once)', 'fastpath', 'pollsPerSec');
+  row('RSS per parked poll, bytes', 'park', 'bytesPerPoll', { lower: true });
+  const out = ['| figure | Holdfast (memory) | Holdfast (Redis) | Nchan (memory) | Nchan (Redis) | raw uWS | memory / raw uWS | memory / Nchan | Redis / raw uWS | Redis / Nchan-Redis |', '|---|---|---|---|---|---|---|---|---|---|', ...rows];
+  out.push('', 'Ratios: above 1 means Holdfast is better (faster, or leaner / lower latency for bytes and p99). Batch inbox: Holdfast publishing 100 messages per request, against Nchan\'s single-publish inbox (Nchan has no batch publish).');
+  return out.join('\n');
+}
+
 export function renderMarkdown(r: Report): string {
   const out: string[] = [];
   out.push(`Benchmark of ${r.date.slice(0, 10)}${r.quick ? ' (quick)' : ''}: ${r.machine.cpus} cores (${r.machine.model}), Linux ${r.machine.kernel}, Node ${r.machine.node}; ` +
     (r.machine.pinned ? 'server on core 0, load tools and Redis on core 1' : 'not pinned') +
     `; ${r.runs ?? 1} interleaved run${(r.runs ?? 1) > 1 ? 's, medians' : ''}; load = the 1-minute load average at each run (other work on this machine).`);
+  out.push('', '### Summary', '', renderSummary(r));
   for (const [scenario, spec] of Object.entries(TABLES)) {
     const rows = r.results[scenario];
     if (!rows) continue;
@@ -62,6 +94,8 @@ export function renderMarkdown(r: Report): string {
     }
     out.push('', 'Below 1× means Holdfast executes fewer instructions per delivery; fastpath is per answer. Kernel work (syscalls, TCP) is not counted.');
   }
+  const streams = r.results.streams as { markdown?: string } | undefined;
+  if (streams?.markdown) out.push('', streams.markdown);
   const skipped = Object.entries(r.skipped);
   if (skipped.length) out.push('', 'Skipped: ' + skipped.map(([n, why]) => `${n} (${why})`).join('; '));
   return out.join('\n') + '\n';
