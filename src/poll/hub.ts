@@ -22,10 +22,10 @@ import type { Position } from '../cursor.js';
 import { BrokerUnavailableError, HoldfastError } from '../errors.js';
 import type { Message } from '../message.js';
 import type { AnswerReason, Metrics } from '../metrics.js';
-import { hasPrefix } from '../names.js';
 import { type AnswerFormat, renderAnswer } from '../render.js';
 import { Sent, jitter } from '../respond.js';
 import { TimerWheel } from '../timer-wheel.js';
+import { byTime, contiguous, fit, positionAfter } from './positions.js';
 import { type ChannelSpool, type PositionGroup, PollRegistry } from './registry.js';
 import { type Waiter, WaiterState, canMove, stateName } from './waiter.js';
 
@@ -206,7 +206,7 @@ export class PollHub {
   private wakeGroups(spool: ChannelSpool, list: readonly Message[]): void {
     for (const group of spool.groups()) {
       try {
-        const fresh = this.contiguous(spool.ch, list, group.position);
+        const fresh = contiguous(spool.ch, list, group.position, this.config.conflatePrefixes);
         if (fresh === undefined) {
           for (let w = group.head, next: Waiter | null; w; w = next) {
             next = w.groupNext;
@@ -225,20 +225,31 @@ export class PollHub {
     // Local to this group: the one place a rendered answer is shared.
     const rendered: GroupAnswer[] = [];
     const before = group.positions;
-    // Each member leaves the group as it is answered (a stream joins its new position's).
+    // Where the streams that got everything stand now: they stay in this group, which moves
+    // there as a whole below (one re-key, not a leave and a join per stream).
+    let moved: readonly Position[] | undefined;
+    // A poll (or a stream left with more to read) leaves the group as it is answered.
     for (let w = group.head, next: Waiter | null; w; w = next) {
       next = w.groupNext;
       let answer: GroupAnswer | undefined;
       for (const a of rendered) if (a.format === w.format && a.max === w.max) answer = a;
       if (!answer) {
-        const messages = this.fit(fresh, w.max);
+        const messages = fit(fresh, w.max, this.bodyBudget);
         const last = messages[messages.length - 1]!;
         const positions = [{ epoch: last.epoch, seq: last.seq, fp: last.fp }];
         const body = renderAnswer({ channels: spool.single, before, messages, after: positions, gapChannels: undefined, retryMs: undefined }, w.format);
         rendered.push((answer = { format: w.format, max: w.max, body, messages, positions, more: messages.length < fresh.length }));
       }
+      if (w.transport.streams && !answer.more) {
+        if (this.writeStream(w, answer.body, answer.messages, true)) moved = answer.positions;
+        continue;
+      }
       w.positions = answer.positions;
       this.deliver(w, answer.body, answer.messages, 'messages', true, answer.more);
+    }
+    if (moved && group.count > 0) {
+      const now = this.registry.moveGroup(spool.ch, group, moved);
+      for (let w = now.head; w; w = w.groupNext) w.positions = now.positions;
     }
   }
 
@@ -248,51 +259,18 @@ export class PollHub {
     for (let i = 0; i < w.channels.length; i++) {
       const list = pending.get(w.channels[i]!);
       if (!list) continue;
-      const fresh = this.contiguous(w.channels[i]!, list, w.positions[i]!);
+      const fresh = contiguous(w.channels[i]!, list, w.positions[i]!, this.config.conflatePrefixes);
       if (fresh === undefined) return this.reread(w);
       for (const m of fresh) picked.push(m);
     }
     if (picked.length === 0) return;
     if (picked.length > 1) picked.sort(byTime);
-    const delivered = this.fit(picked, w.max);
+    const delivered = fit(picked, w.max, this.bodyBudget);
     const before = w.positions;
     const after = before.slice();
     for (const m of delivered) after[w.channels.indexOf(m.ch)] = { epoch: m.epoch, seq: m.seq, fp: m.fp };
     w.positions = after;
     this.answer(w, before, delivered, undefined, 'messages', true, delivered.length < picked.length);
-  }
-
-  /**
-   * The notified messages that follow `pos` directly, or undefined when they do not join up
-   * with it (a lost notification, another epoch): then only a history read is trustworthy.
-   */
-  private contiguous(ch: string, list: readonly Message[], pos: Position): Message[] | undefined {
-    const fresh: Message[] = [];
-    const conflated = hasPrefix(ch, this.config.conflatePrefixes);
-    let expect = pos.seq + 1;
-    for (const m of list) {
-      if (m.ch !== ch) throw new Error(`a notification for ${m.ch} was queued under ${ch}`);
-      if (m.epoch !== pos.epoch) return undefined;
-      if (m.seq < expect) continue; // already seen (duplicate notification)
-      // A conflated channel skips ahead by design: only its newest value counts.
-      if (m.seq !== expect && !conflated) return undefined;
-      fresh.push(m);
-      expect = m.seq + 1;
-    }
-    if (fresh.length > 1 && conflated) return [fresh[fresh.length - 1]!];
-    return fresh;
-  }
-
-  /** The first messages that fit `max` and the body budget (at least one). */
-  private fit(messages: Message[], max: number): Message[] {
-    let bytes = 0;
-    let n = 0;
-    while (n < messages.length && n < max) {
-      bytes += messages[n]!.json.length + messages[n]!.ch.length + 32;
-      if (n > 0 && bytes > this.bodyBudget) break;
-      n++;
-    }
-    return n === messages.length ? messages : messages.slice(0, n);
   }
 
   // ---- reading history ----
@@ -345,7 +323,7 @@ export class PollHub {
       for (const m of r.messages) picked.push(m);
     }
     if (picked.length > 1 && results.length > 1) picked.sort(byTime);
-    const delivered = this.fit(picked, w.max);
+    const delivered = fit(picked, w.max, this.bodyBudget);
     w.positions = results.map((r, i) => positionAfter(w.channels[i]!, r, from[i]!, delivered));
 
     // A stream's first answer goes out even when empty: it tells the client where it starts.
@@ -422,37 +400,50 @@ export class PollHub {
    * (catch-up age).
    */
   private deliver(w: Waiter, body: Buffer, messages: readonly Message[], reason: AnswerReason, live: boolean, more: boolean): void {
-    let sent: Sent;
     if (w.transport.streams) {
-      sent = w.transport.write(w, body);
-      if (sent !== Sent.Written) {
-        if (w.state !== WaiterState.Done) this.setState(w, WaiterState.Done);
-      } else if (w.state === WaiterState.Setup || w.state === WaiterState.Parked) {
+      if (!this.writeStream(w, body, messages, live)) return;
+      if (w.state === WaiterState.Setup || w.state === WaiterState.Parked) {
         const again = more || (w.state === WaiterState.Setup && this.missedWake(w));
         this.setState(w, WaiterState.Parked);
         if (again) this.reread(w);
       }
-    } else {
-      this.setState(w, WaiterState.Writing);
-      sent = w.transport.write(w, body);
-      if (w.state === WaiterState.Writing) {
-        if (sent === Sent.Pending) this.armWriteDeadline(w);
-        else this.setState(w, WaiterState.Done);
-      }
+      return;
+    }
+    this.setState(w, WaiterState.Writing);
+    const sent = w.transport.write(w, body);
+    if (w.state === WaiterState.Writing) {
+      if (sent === Sent.Pending) this.armWriteDeadline(w);
+      else this.setState(w, WaiterState.Done);
     }
     if (sent === Sent.Gone) return;
     if (sent === Sent.SlowClosed) {
       this.metrics.slowClosed.inc();
       return;
     }
-    if (!w.transport.streams) this.metrics.answeredBy[reason].inc(); // polls answered, not stream writes
-    if (messages.length > 0) {
-      const by = this.metrics.deliveryBy[w.transport.kind];
-      by.delivered.inc(messages.length);
-      const now = Date.now();
-      const histogram = live ? by.latency : by.catchup;
-      for (const m of messages) histogram.observe((now - m.time) / 1000);
+    this.metrics.answeredBy[reason].inc(); // polls answered, not stream writes
+    this.count(w, messages, live);
+  }
+
+  /** Writes to a stream, which ends (Done) when it cannot take it; true when written. */
+  private writeStream(w: Waiter, body: Buffer, messages: readonly Message[], live: boolean): boolean {
+    const sent = w.transport.write(w, body);
+    if (sent === Sent.Written) {
+      this.count(w, messages, live);
+      return true;
     }
+    if (w.state !== WaiterState.Done) this.setState(w, WaiterState.Done);
+    if (sent === Sent.SlowClosed) this.metrics.slowClosed.inc();
+    return false;
+  }
+
+  /** Delivery metrics: messages written, and their latency (live) or age (from history). */
+  private count(w: Waiter, messages: readonly Message[], live: boolean): void {
+    if (messages.length === 0) return;
+    const by = this.metrics.deliveryBy[w.transport.kind];
+    by.delivered.inc(messages.length);
+    const now = Date.now();
+    const histogram = live ? by.latency : by.catchup;
+    for (const m of messages) histogram.observe((now - m.time) / 1000);
   }
 
   /** Answers every waiting poll with its cursor and a jittered retry hint; ends every stream. */
@@ -467,25 +458,4 @@ export class PollHub {
   close(): void {
     this.wheel.stop();
   }
-}
-
-/** Oldest first across channels; ties keep read order (Array.prototype.sort is stable). */
-function byTime(a: Message, b: Message): number {
-  return a.time - b.time;
-}
-
-/** A channel's position once `delivered` is sent. */
-function positionAfter(ch: string, r: ReadResult, from: ReadFrom, delivered: readonly Message[]): Position {
-  for (let i = delivered.length - 1; i >= 0; i--) {
-    const m = delivered[i]!;
-    if (m.ch === ch) return { epoch: m.epoch, seq: m.seq, fp: m.fp };
-  }
-  // Nothing of this channel went out. Without a gap, a cursor position stays as it was; a
-  // channel read from now stands at its head.
-  const first = r.messages[0];
-  if (!r.gap && typeof from === 'object') return from;
-  if (!first) return { epoch: r.epoch, seq: r.lastSeq, fp: r.headFp };
-  // Stand just before its first unsent message, so the retained messages follow; after a
-  // gap the gap is reported once.
-  return { epoch: r.epoch, seq: first.seq - 1, fp: 0 };
 }

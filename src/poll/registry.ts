@@ -34,8 +34,8 @@ export class PositionGroup {
   /** The key in the spool's Map, once the spool has several groups. */
   key: string | undefined = undefined;
   constructor(
-    /** `[position]`, shared by every member. */
-    readonly positions: readonly Position[],
+    /** `[position]`, shared by every member; replaced when the whole group moves. */
+    public positions: readonly Position[],
   ) {}
 
   get position(): Position {
@@ -98,24 +98,55 @@ export class ChannelSpool {
 
   /** The group at `position`, created (taking `positions` as its array) if there is none. */
   groupAt(positions: readonly Position[]): PositionGroup {
-    const position = positions[0]!;
+    const there = this.find(positions[0]!);
+    if (there) return there;
+    const group = new PositionGroup(positions);
+    this.insert(group);
+    return group;
+  }
+
+  /**
+   * Moves a whole group to a new position: its members (streams) were all delivered to it.
+   * One re-key for the group instead of a leave and a join per member; a group already at
+   * that position (rare) takes the members in. Returns the group they are in now.
+   */
+  moveGroup(group: PositionGroup, positions: readonly Position[]): PositionGroup {
+    this.dropGroup(group);
+    group.positions = positions;
+    group.key = undefined;
+    const there = this.find(positions[0]!);
+    if (!there) {
+      this.insert(group);
+      return group;
+    }
+    for (let w = group.head, next: Waiter | null; w; w = next) {
+      next = w.groupNext;
+      group.delete(w);
+      there.add(w);
+    }
+    return there;
+  }
+
+  private find(position: Position): PositionGroup | undefined {
+    if (this.solo) return samePosition(this.solo.position, position) ? this.solo : undefined;
+    return this.byPosition?.get(groupKey(position));
+  }
+
+  /** Files a group whose position has no group yet. */
+  private insert(group: PositionGroup): void {
+    if (!this.solo && !this.byPosition) {
+      this.solo = group;
+      return;
+    }
     if (this.solo) {
-      if (samePosition(this.solo.position, position)) return this.solo;
       // A second position: from now on the groups live in a Map.
       this.byPosition = new Map();
       this.solo.key = groupKey(this.solo.position);
       this.byPosition.set(this.solo.key, this.solo);
       this.solo = undefined;
     }
-    if (!this.byPosition) return (this.solo = new PositionGroup(positions));
-    const key = groupKey(position);
-    let group = this.byPosition.get(key);
-    if (!group) {
-      group = new PositionGroup(positions);
-      group.key = key;
-      this.byPosition.set(key, group);
-    }
-    return group;
+    group.key = groupKey(group.position);
+    this.byPosition!.set(group.key, group);
   }
 
   /** Forgets an empty group. */
@@ -183,6 +214,11 @@ export class PollRegistry {
   /** A parked waiter goes back to reading (a re-read). */
   unpark(w: Waiter): void {
     if (w.channels.length === 1) this.leaveGroup(w);
+  }
+
+  /** Moves a group of single-channel streams on `ch` to their new position (see ChannelSpool). */
+  moveGroup(ch: string, group: PositionGroup, positions: readonly Position[]): PositionGroup {
+    return this.spools.get(ch)!.moveGroup(group, positions);
   }
 
   /** A parked stream moves to the group of its new position (after a delivery). */
