@@ -238,13 +238,49 @@ export class OpenStreamCmd extends OnClient implements Cmd {
   };
 }
 
-export class CloseStreamCmd extends OnClient implements Cmd {
-  check = (m: Readonly<Run>) => client(m as Run, this.client).stream !== undefined;
+/** The k-th client (mod their number) of those with an open stream. */
+const streaming = (m: Run, k: number) => {
+  const open = m.clients.filter((c) => c.stream !== undefined);
+  return open[k % open.length]!;
+};
+
+export class CloseStreamCmd implements Cmd {
+  private who: string | undefined;
+  constructor(readonly k: number) {}
+  check = (m: Readonly<Run>) => (m as Run).streams.size > 0;
   run = async (m: Run) => {
-    closeStream(m, this.pick(m));
+    const c = streaming(m, this.k);
+    this.who = c.label;
+    closeStream(m, c);
     await m.settle('after a stream was closed');
   };
-  override toString = () => `closeStream(${this.name})`;
+  toString = () => `closeStream(${this.who ?? `streaming client #${this.k}`})`;
+}
+
+/**
+ * A client leaves its stream and at once follows on from its cursor elsewhere: another stream
+ * (another transport or server) or a long poll. Nothing may be doubled or skipped across it.
+ */
+export class SwitchCmd implements Cmd {
+  private who: string | undefined;
+  constructor(
+    readonly k: number,
+    /** The next stream, or undefined for a long poll. */
+    readonly to: StreamSpec | undefined,
+    readonly server: number,
+  ) {}
+  check = (m: Readonly<Run>) => (m as Run).streams.size > 0;
+  run = async (m: Run) => {
+    const c = streaming(m, this.k);
+    this.who = c.label;
+    closeStream(m, c);
+    if (this.to) await act.stream(m, c, { ...this.to, mode: 'cursor' }, undefined);
+    else await act.poll(m, c, 'cursor', undefined, 'long', this.server);
+  };
+  toString = () => {
+    const to = this.to ? `${this.to.transport}${this.to.transport === 'sse' && this.to.lastEventId ? ' last-event-id' : ''} token:${this.to.token}${this.to.server ? ' @s1' : ''}` : `poll${this.server ? ' @s1' : ''}`;
+    return `switch(${this.who ?? `streaming client #${this.k}`} → ${to})`;
+  };
 }
 
 export class DeniedStreamCmd extends OnClient implements Cmd {
@@ -383,7 +419,8 @@ export const commandArbs: fc.Arbitrary<Cmd>[] = [
     { weight: 2, arbitrary: seedIx.map((i) => new SeedAbortCmd(i)) },
     { weight: 1, arbitrary: fc.constant(null).map(() => new WaitTimeoutsCmd()) },
     { weight: 10, arbitrary: fc.tuple(clientIx, streamSpecArb, fc.option(publishArb, { freq: 5 })).map(([c, s, r]) => new OpenStreamCmd(c, s, r ?? undefined)) },
-    { weight: 8, arbitrary: clientIx.map((c) => new CloseStreamCmd(c)) },
+    { weight: 4, arbitrary: clientIx.map((k) => new CloseStreamCmd(k)) },
+    { weight: 8, arbitrary: fc.tuple(clientIx, fc.option(streamSpecArb, { freq: 3 }), server).map(([k, to, s]) => new SwitchCmd(k, to ?? undefined, s)) },
     { weight: 1, arbitrary: fc.tuple(clientIx, transportArb, fc.constantFrom<DenyHow>('ungranted', 'ungranted', 'missing', 'forged', 'header-wins'), ch, server).map(([c, t, h, e, s]) => new DeniedStreamCmd(c, t, h, e, s)) },
     { weight: 8, arbitrary: fc.tuple(shape, contentArb, server).map(([sh, v, s]) => new FanoutParkedCmd(sh, v, s)) },
   ),

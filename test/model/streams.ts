@@ -49,6 +49,8 @@ class ModelStream implements StreamLike {
   /** SSE: the chunk of the last message event and its publish order (oldest first within one). */
   private chunk = -1;
   private order = -Infinity;
+  /** SSE: where each channel of the last gap event stood before it (its chunk's messages must skip). */
+  private gapFrom = new Map<string, { e: number; lo: number; chunk: number }>();
 
   constructor(
     readonly run: Run,
@@ -112,6 +114,11 @@ class ModelStream implements StreamLike {
     if (e.event === 'gap') {
       const g = JSON.parse(e.data ?? 'null') as { gapChannels?: string[] } | null;
       count('stream: SSE gap events');
+      this.gapFrom.clear();
+      this.client.channels.forEach((name, i) => {
+        const p = this.client.pos[i];
+        if (g?.gapChannels?.includes(name) && p && p.k !== 'unknown' && !this.first) this.gapFrom.set(name, { e: p.e, lo: p.k === 'exact' ? p.s : p.lo, chunk: e.chunk });
+      });
       return this.onUnit({ messages: [], cursor: e.id, gap: true, gapChannels: g?.gapChannels ?? [] });
     }
     if (e.event !== 'message') violation(`${this.label}: SSE event ${e.event} ${e.data ?? ''} (only messages and gaps are expected)`);
@@ -125,6 +132,12 @@ class ModelStream implements StreamLike {
       this.order = e.chunk === this.chunk ? Math.max(this.order, rec.order) : rec.order;
     }
     this.chunk = e.chunk;
+    // A gap event skips something: the retained messages after it (same write) start later.
+    const gap = this.gapFrom.get(msg.ch);
+    this.gapFrom.delete(msg.ch);
+    if (gap && gap.chunk === e.chunk && rec && rec.epoch === gap.e && rec.seq <= gap.lo + 1 && !this.run.channel(msg.ch).conflated) {
+      violation(`${this.label}: a gap event for ${msg.ch} (from e${gap.e}#${gap.lo}), yet the next event delivers seq ${rec.seq}`);
+    }
     this.onUnit({ messages: [msg], cursor: e.id, gap: false });
   }
 
