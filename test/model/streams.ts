@@ -168,10 +168,6 @@ class ModelStream implements StreamLike {
   }
 }
 
-function tokenFor(client: Client): string | undefined {
-  return client.token;
-}
-
 /**
  * Opens a stream for `client` (which has no poll or stream outstanding). `during` runs once
  * the request (SSE) or the subscribe op (WebSocket) is on its way: a publish racing the open.
@@ -179,7 +175,7 @@ function tokenFor(client: Client): string | undefined {
 export async function openStream(run: Run, client: Client, spec: StreamSpec, during?: () => Promise<void>): Promise<void> {
   const { index, server } = run.serverAt(spec.server);
   const on = run.world.servers.length > 1 ? `@s${index}` : '';
-  const token = tokenFor(client);
+  const token = client.token;
   const stream = new ModelStream(run, client, `${spec.transport} ${client.label}${on}`, index, spec.transport);
   run.streams.add(stream);
   client.stream = stream;
@@ -188,12 +184,12 @@ export async function openStream(run: Run, client: Client, spec: StreamSpec, dur
     const { how, starts } = run.startsFor(client, spec.mode);
     const params: { -readonly [K in keyof StreamParams]: StreamParams[K] } = { ch: [...client.channels] };
     const headers: Record<string, string> = {};
-    let via = how;
+    let via: string = how;
     if (how === 'cursor' && spec.lastEventId) {
       headers['Last-Event-ID'] = client.cursor!;
       const older = client.history.find((h) => h.cursor !== client.cursor)?.cursor;
       if (older) params.cursor = older; // Last-Event-ID wins over ?cursor= (spec)
-      via = `Last-Event-ID${older ? ' (an older ?cursor= beside it)' : ''}` as typeof how;
+      via = `Last-Event-ID${older ? ' (an older ?cursor= beside it)' : ''}`;
       count('stream: SSE resumed by Last-Event-ID');
     } else if (how === 'cursor') params.cursor = client.cursor;
     else if (how === 'earliest') params.cursor = 'earliest';
