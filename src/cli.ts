@@ -34,9 +34,9 @@ Logs are JSON lines (pino) on stdout. Exit status: 0 after a drain, 1 on a fatal
 Configuration (environment variables):
 ${configHelp()}
 
-API: GET /v1/poll, POST /v1/publish[/<channel>], GET|DELETE /v1/channels/<channel>,
-     GET /poll, POST /push, DELETE /disconnect, GET /healthz /readyz /metrics,
-     GET /v1/openapi.json (the API as an OpenAPI 3.1 document; see README).
+API: GET /v1/poll, GET /v1/sse, GET /v1/ws (WebSocket), POST /v1/publish[/<channel>],
+     GET|DELETE /v1/channels/<channel>, GET /poll, POST /push, DELETE /disconnect,
+     GET /healthz /readyz /metrics, GET /v1/openapi.json (the API as an OpenAPI 3.1 document; see README).
 `;
 
 /** The worker slot when this process is one of `--procs N` (set by the supervisor). */

@@ -183,7 +183,7 @@ const VARS = [
   } }),
   v({ name: 'LP_JWT_AUDIENCE', key: 'jwtAudience', def: '', unit: 'string', doc: 'When set, tokens must carry this aud.', parse: optionalString }),
   v({ name: 'LP_JWT_ISSUER', key: 'jwtIssuer', def: '', unit: 'string', doc: 'When set, tokens must carry this iss.', parse: optionalString }),
-  v({ name: 'LP_JWT_LEEWAY_S', key: 'jwtLeewayS', def: '30', unit: 's', doc: 'Clock leeway when checking a token\'s exp.', parse: int(0, 3600) }),
+  v({ name: 'LP_JWT_LEEWAY_S', key: 'jwtLeewayS', def: '30', unit: 's', doc: 'Clock leeway when checking a token\'s exp and nbf.', parse: int(0, 3600) }),
   v({ name: 'LP_PUBLIC_PREFIXES', key: 'publicPrefixes', def: '', unit: 'list', doc: 'Channel prefixes that need no token (comma-separated).', parse: list }),
   v({ name: 'LP_CONFLATE_PREFIXES', key: 'conflatePrefixes', def: '', unit: 'list', doc: 'Channel prefixes that keep only their latest message (comma-separated).', parse: list }),
   v({ name: 'LP_CORS_ORIGINS', key: 'corsOrigins', def: '', unit: 'list', doc: 'Allowed browser origins (comma-separated, or *). Default none.', parse: (raw, name) => {
@@ -270,9 +270,9 @@ function checkRedis(config: Config): void {
 export function configHelp(): string {
   const rows = VARS.map((s) => {
     const def = s.def === '' ? '(unset)' : s.def;
-    return `  ${s.name.padEnd(26)} ${def.padEnd(10)} ${s.unit.padEnd(11)} ${s.doc}`;
+    return `  ${s.name.padEnd(28)} ${def.padEnd(10)} ${s.unit.padEnd(11)} ${s.doc}`;
   });
-  return [`  ${'VARIABLE'.padEnd(26)} ${'DEFAULT'.padEnd(10)} ${'UNIT'.padEnd(11)} MEANING`, ...rows].join('\n');
+  return [`  ${'VARIABLE'.padEnd(28)} ${'DEFAULT'.padEnd(10)} ${'UNIT'.padEnd(11)} MEANING`, ...rows].join('\n');
 }
 
 /** Names of all variables, for tests and docs. */
