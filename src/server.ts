@@ -69,6 +69,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   });
   hub = new PollHub(recent ?? broker, config, metrics, onBug);
   seed = new SeedHub(broker, metrics, seedWriter, onBug);
+  hub.parkedElsewhere = () => seed.parkedCount;
 
   let idle: (() => void) | undefined;
   const ctx: ServerContext = {

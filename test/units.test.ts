@@ -7,6 +7,8 @@ import { Ring } from '../src/ring.js';
 import { TimerWheel, type WheelEntry } from '../src/timer-wheel.js';
 import { ReclaimFilter } from '../src/broker/reclaim-filter.js';
 import { planRead } from '../src/broker/broker.js';
+import { contiguous } from '../src/poll/positions.js';
+import { Message } from '../src/message.js';
 
 describe('cursor', () => {
   it('round-trips 32 channels within ~2 KiB', () => {
@@ -103,6 +105,20 @@ describe('planRead', () => {
     // Unknown on either side: not compared.
     assert.deepEqual(planRead({ epoch: 'E', seq: 7, fp: 0 }, head, false), { afterSeq: 7, gap: false });
     assert.deepEqual(planRead({ epoch: 'E', seq: 7, fp: 71 }, state(10, 6, () => 0), false), { afterSeq: 7, gap: false });
+  });
+});
+
+describe('contiguous (a parked waiter served from notifications)', () => {
+  const m = (seq: number, time: number) => new Message('a', seq, 'E', time, `"${seq}"`);
+  const at10 = { epoch: 'E', seq: 10, fp: fingerprint(1000.5) };
+
+  it('takes the messages after the position, skipping duplicates of what the waiter saw', () => {
+    assert.deepEqual(contiguous('a', [m(10, 1000.5), m(11, 1001), m(12, 1002)], at10, [])?.map((x) => x.seq), [11, 12]);
+    assert.equal(contiguous('a', [m(12, 1002)], at10, []), undefined, 'a hole: re-read');
+  });
+
+  it('a message at the position with another fingerprint is not a duplicate: the store reused the seq (lost writes), so re-read', () => {
+    assert.equal(contiguous('a', [m(10, 1000.7), m(11, 1001)], at10, []), undefined);
   });
 });
 

@@ -14,7 +14,7 @@
  */
 
 import { createHmac } from 'node:crypto';
-import { type JWTPayload, type JWTVerifyGetKey, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify } from 'jose';
+import { type JWTPayload, type JWTVerifyGetKey, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { HoldfastError } from '../errors.js';
@@ -122,11 +122,18 @@ export class TokenVerifier {
 
   /**
    * When a verified token stops being accepted (ms since the epoch, leeway included), so a
-   * stream can end then; undefined for a token not verified (or forgotten) since.
+   * stream can end then. Call it only for a token verify() accepted: one the cache has dropped
+   * since still ends at its exp claim (required at verification), never later.
    */
-  expiresAt(token: string): number | undefined {
+  expiresAt(token: string): number {
     const hit = this.cache.get(token);
-    return hit && (hit.exp + this.leewayS) * 1000;
+    if (hit) return (hit.exp + this.leewayS) * 1000;
+    try {
+      const exp = decodeJwt(token).exp;
+      return exp === undefined ? this.nowMs() : (exp + this.leewayS) * 1000;
+    } catch {
+      return this.nowMs();
+    }
   }
 
   /** Verifies a token (or takes it from the cache); rejects with 401, or 503 when the JWKS is unreachable. */

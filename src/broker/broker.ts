@@ -66,8 +66,15 @@ export interface ChannelInfo extends ChannelHead {
 /** A batch that failed midway: `results` holds the items that were published, in order. */
 export class BatchPublishError extends Error {
   constructor(
+    /** The published prefix: the items before the first that failed. */
     readonly results: PublishResult[],
     override readonly cause: Error,
+    /**
+     * Items after the failed one that were stored all the same (a pipelined batch sends them
+     * all at once): acknowledged writes for the caches and the lost-writes audit, not answered
+     * as results, which the contract keeps a prefix in batch order.
+     */
+    readonly alsoPublished: readonly PublishResult[] = [],
   ) {
     super(`batch stopped after ${results.length} items: ${cause.message}`);
   }

@@ -171,8 +171,8 @@ export class RecentHistory implements ChannelStore {
         return results;
       },
       (err: unknown) => {
-        // A batch that failed midway: the published prefix is acknowledged all the same.
-        if (err instanceof BatchPublishError) for (const r of err.results) this.acknowledged(r);
+        // A batch that failed midway: what was stored is acknowledged all the same.
+        if (err instanceof BatchPublishError) for (const r of [...err.results, ...err.alsoPublished]) this.acknowledged(r);
         throw err;
       },
     );

@@ -99,8 +99,8 @@ export function publishBatch(ctx: ServerContext) {
         return { results };
       } catch (err) {
         if (!(err instanceof BatchPublishError)) throw err;
-        ctx.metrics.published.inc(err.results.length);
-        throw new HoldfastError('broker_unavailable', `the broker failed after ${err.results.length} of ${items.length} items: ${err.cause.message}`, {
+        ctx.metrics.published.inc(err.results.length + err.alsoPublished.length);
+        throw new HoldfastError('broker_unavailable', `the broker failed at item ${err.results.length} of ${items.length} (${err.cause.message}): the items before it were published (results); later ones may have been too, so retry them with their ids`, {
           retryMs: 1000,
           body: { results: err.results },
         });

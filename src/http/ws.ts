@@ -223,7 +223,7 @@ export function registerWebSocket(app: TemplatedApp, ctx: ServerContext, transpo
       // Only the subscription the token was checked against takes its expiry (a subscribe
       // may have replaced it meanwhile); one of public channels only has none.
       if (!sub || socket.sub !== sub || !sub.channels.some((ch) => !hasPrefix(ch, config.publicPrefixes))) return;
-      sub.tokenExpiresAt = ctx.tokens!.expiresAt(token) ?? Infinity;
+      sub.tokenExpiresAt = ctx.tokens!.expiresAt(token);
       ctx.hub.setDeadline(sub, Math.min(sub.endsAt, sub.tokenExpiresAt));
     };
     const pending = authorizeSubscriber(ctx.tokens, config.publicPrefixes, { names, what: 'channel' }, token);

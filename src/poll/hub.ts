@@ -52,6 +52,8 @@ export class PollHub {
   private drainRetryMs = 0;
   /** Answers never exceed this, so a normal answer never trips the slow-reader limit. */
   private readonly bodyBudget: number;
+  /** Polls this process parks outside the hub (the seed endpoints): LP_MAX_PARKED counts both. */
+  parkedElsewhere: () => number = () => 0;
 
   constructor(
     private readonly broker: ChannelStore,
@@ -61,7 +63,13 @@ export class PollHub {
     private readonly now: () => number = Date.now,
   ) {
     this.registry = new PollRegistry(broker);
-    this.wheel = new TimerWheel<Waiter>((w) => this.expire(w), 100, 4096, now);
+    this.wheel = new TimerWheel<Waiter>((w) => {
+      try {
+        this.expire(w);
+      } catch (err) {
+        this.fail(w, err);
+      }
+    }, 100, 4096, now);
     this.bodyBudget = Math.max(1024, config.maxBackpressure >>> 1);
   }
 
@@ -303,9 +311,19 @@ export class PollHub {
     }
     if (w.state !== WaiterState.Setup) return; // aborted or timed out meanwhile
 
-    if (initial && !this.draining && this.parked >= this.config.maxParked && !results.some((r) => r.gap || r.messages.length > 0)) {
+    if (initial && !this.draining && this.parked + this.parkedElsewhere() >= this.config.maxParked && !results.some((r) => r.gap || r.messages.length > 0)) {
       return this.refuse(w, new HoldfastError('too_many_polls', `this process holds LP_MAX_PARKED (${this.config.maxParked}) polls; retry shortly`, { retryMs: 2000 }));
     }
+    try {
+      this.settle(w, from, initial, results);
+    } catch (err) {
+      // A bug while rendering or writing: end the waiter (500) rather than strand it in Setup.
+      this.fail(w, err);
+    }
+  }
+
+  /** Delivers what `resolve` read, or parks the waiter. */
+  private settle(w: Waiter, from: readonly ReadFrom[], initial: boolean, results: ReadResult[]): void {
     if (initial) {
       w.transport.start(w);
       if (w.state !== WaiterState.Setup) return; // the client left as the stream opened
@@ -341,6 +359,16 @@ export class PollHub {
   /** A notification (or a resync) came while the waiter was reading: what it read may be old. */
   private missedWake(w: Waiter): boolean {
     return this.registry.wakeStamp(w.channels) !== w.readStamp;
+  }
+
+  /** Ends a waiter after a bug; the bug is reported whatever state it left the waiter in. */
+  private fail(w: Waiter, err: unknown): void {
+    if (w.state === WaiterState.Done) return this.onBug(err);
+    try {
+      this.refuse(w, err);
+    } catch (again) {
+      this.onBug(again);
+    }
   }
 
   /** Ends a waiter that never got an answer with an error. */

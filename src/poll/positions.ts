@@ -20,6 +20,9 @@ export function contiguous(ch: string, list: readonly Message[], pos: Position, 
   for (const m of list) {
     if (m.ch !== ch) throw new Error(`a notification for ${m.ch} was queued under ${ch}`);
     if (m.epoch !== pos.epoch) return undefined;
+    // The message at the position itself, with another fingerprint: the store lost the one the
+    // waiter saw and reused its seq (lost writes). Not a duplicate: re-read, which reports the gap.
+    if (m.seq === pos.seq && pos.fp !== 0 && m.fp !== pos.fp) return undefined;
     if (m.seq < expect) continue; // already seen (duplicate notification)
     // A conflated channel skips ahead by design: only its newest value counts.
     if (m.seq !== expect && !conflated) return undefined;

@@ -111,4 +111,31 @@ describe('Redis failures: bugs, refused subscriptions, durability', { skip: !has
       await s.close();
     }
   });
+  it('a Redis clock that steps back keeps each channel in seq order (a multi-channel answer merges channels by time)', async () => {
+    const redis = await startRedis();
+    const prefix = redis.uniquePrefix();
+    const s = await startHaServer({ REDIS_URL: redis.url, LP_REDIS_PREFIX: prefix });
+    try {
+      assert.equal((await publish(s.url, 'clk:a', 'a1')).status, 200);
+      // Redis's clock steps back a minute after a:1 (NTP, a failover to a host behind): as
+      // seen from later publishes, a:1 was stamped a minute in the future.
+      const hist = `${prefix}c{clk:a}:h`;
+      const entry = await redis.cli('lindex', hist, '0');
+      const bar = entry.indexOf('|');
+      const future = (Number(entry.slice(0, bar)) + 60_000).toFixed(3);
+      await redis.cli('lset', hist, '0', `${future}${entry.slice(bar)}`);
+      await redis.cli('hset', `${prefix}c{clk:a}:m`, 't', future);
+      assert.equal((await publish(s.url, 'clk:b', 'b1')).status, 200);
+      assert.equal((await publish(s.url, 'clk:a', 'a2')).status, 200);
+      for (const max of [2, 3]) {
+        const r = await poll(s.url, { ch: ['clk:a', 'clk:b'], cursor: 'earliest', max });
+        assert.equal(r.status, 200);
+        const a = r.body.messages.filter((m) => m.ch === 'clk:a').map((m) => m.seq);
+        assert.deepEqual(a, [...a].sort((x, y) => x - y), `max=${max}: clk:a in seq order (${JSON.stringify(r.body.messages)})`);
+        assert.equal(a[0], 1, `max=${max}: clk:a starts at 1, nothing skipped`);
+      }
+    } finally {
+      await s.close();
+    }
+  });
 });

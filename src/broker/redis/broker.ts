@@ -242,30 +242,33 @@ export class RedisBroker implements Broker {
     // Sent back to back (one write per connection per tick); per channel, order is kept
     // because one channel's commands all go to one node over one connection.
     const settled = await Promise.allSettled(items.map((item) => this.publishScript(item)));
-    const results: PublishResult[] = [];
+    // Every item Redis stored, in batch order; the answer's results are the prefix before the
+    // first failure, but the items after it that were stored are acknowledged writes too.
+    const stored: PublishResult[] = [];
     const times: string[] = [];
     let failure: Error | undefined;
+    let prefix = settled.length;
     for (let i = 0; i < settled.length; i++) {
       const s = settled[i]!;
       if (s.status === 'rejected') {
-        failure = s.reason as Error;
-        break;
+        if (!failure) [failure, prefix] = [s.reason as Error, stored.length];
+        continue;
       }
       const [seq, epoch, , time] = s.value as PublishReply;
-      results.push({ ch: items[i]!.ch, seq, epoch });
+      stored.push({ ch: items[i]!.ch, seq, epoch });
       times.push(time);
     }
     if (failure instanceof RedisScriptError) throw failure; // a bug: 500, not a partial 503
-    if (this.durability.enabled && results.length > 0) {
+    if (this.durability.enabled && stored.length > 0) {
       try {
-        await this.confirmDurable(results.map((r) => r.ch));
+        await this.confirmDurable(stored.map((r) => r.ch));
       } catch (err) {
         throw new BatchPublishError([], err as Error);
       }
     }
-    for (let i = 0; i < results.length; i++) this.acks.record(results[i]!.ch, results[i]!.epoch, results[i]!.seq, times[i]!);
-    if (failure) throw new BatchPublishError(results, failure);
-    return results;
+    for (let i = 0; i < stored.length; i++) this.acks.record(stored[i]!.ch, stored[i]!.epoch, stored[i]!.seq, times[i]!);
+    if (failure) throw new BatchPublishError(stored.slice(0, prefix), failure, stored.slice(prefix));
+    return stored;
   }
 
   private publishScript(item: PublishItem): Promise<unknown> {

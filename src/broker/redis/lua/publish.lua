@@ -21,7 +21,12 @@ if has_idem then
   end
 end
 
+-- Monotonic per channel: Redis's TIME is the wall clock, which can step back (NTP, a failover to
+-- a host whose clock is behind). Messages of one channel must keep their seq order in time, as
+-- multi-channel answers merge channels by time, and distinct times keep fingerprints distinct.
 local now = now_ms()
+local last = tonumber(redis.call('HGET', meta, 't'))
+if last and now <= last then now = last + 0.001 end
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
   epoch = store_epoch(store, idle)
