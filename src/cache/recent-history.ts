@@ -38,7 +38,7 @@ import { Ring } from '../ring.js';
 /** Newest messages kept per channel: enough for a client a few messages behind. */
 export const RECENT_MESSAGES = 16;
 
-type CacheConfig = Pick<Config, 'historySize' | 'historyTtlS' | 'conflatePrefixes' | 'unsubscribeLingerMs'>;
+type CacheConfig = Pick<Config, 'historySize' | 'historyTtlS' | 'conflatePrefixes' | 'unsubscribeLingerMs' | 'pollTimeoutMs'>;
 
 /** The store behind the cache: a channel store that can say whether notifications flow. */
 export type CachedStore = ChannelStore & { isReady?(): boolean };
@@ -83,6 +83,8 @@ class ChannelWindow {
    */
   ackedSeq = 0;
   ackedEpoch = '';
+  /** When the store last vouched for the window: its fill, or a notification that joined up. */
+  heardAt = 0;
   readonly messages: Ring<Message>;
   /** Notifications that arrived while filling. */
   aside: Message[] = [];
@@ -256,6 +258,11 @@ export class RecentHistory implements ChannelStore {
       return undefined;
     }
     if (!w.confirmed || hasPrefix(ch, this.config.conflatePrefixes)) return undefined;
+    if (w.state === Fill.Ready && this.now() - w.heardAt > this.config.pollTimeoutMs) {
+      // Silent for a whole default hold: a quiet channel, or a subscriber socket that died
+      // without closing (nothing marks it down). Refill from the store rather than trust it.
+      w.empty();
+    }
     if (this.store.isReady && !this.store.isReady()) {
       // A subscriber connection is down: notifications may be lost until the resync.
       w.empty();
@@ -328,6 +335,7 @@ export class RecentHistory implements ChannelStore {
     w.headFp = msgs.length > 0 ? beforeFp : r.headFp;
     w.beforeFp = w.headFp;
     w.state = Fill.Ready;
+    w.heardAt = this.now();
     for (const m of msgs) this.append(w, m);
     for (const m of aside) if (w.state === Fill.Ready) this.extend(w, m);
   }
@@ -349,7 +357,10 @@ export class RecentHistory implements ChannelStore {
   /** One notified message: appended when it follows the head; anything that does not join up empties the window. */
   private extend(w: ChannelWindow, m: Message): void {
     if (m.epoch !== w.epoch) return w.empty();
-    if (m.seq === w.head + 1) return this.append(w, m);
+    if (m.seq === w.head + 1) {
+      w.heardAt = this.now();
+      return this.append(w, m);
+    }
     if (m.seq > w.head) return w.empty(); // a notification was lost
     // Seen already (a repeated notification); a different message under that seq means the
     // store renumbered (lost writes): the window cannot be trusted.

@@ -127,3 +127,45 @@ describe('recent history served from memory on Redis', { skip: !hasRedis && 'red
     assert.deepEqual(r2.body.messages.map((m: { data: string }) => m.data), ['new']);
   });
 });
+
+describe('recent history when the subscriber connection goes silent without closing', { skip: !hasRedis && 'redis-server is not installed' }, () => {
+  let redis: RedisServer;
+  let s: TestServer;
+  let other: TestServer;
+  before(async () => {
+    redis = await startRedis();
+    const env = { REDIS_URL: redis.url, LP_REDIS_PREFIX: redis.uniquePrefix(), LP_UNSUBSCRIBE_LINGER_MS: '60000', LP_POLL_TIMEOUT_MS: '1000' };
+    s = await startTestServer(env);
+    other = await startTestServer(env);
+  });
+  after(async () => {
+    await s?.close();
+    await other?.close();
+    await stopAllRedis();
+  });
+
+  it('a window trusted no longer than one default hold without news: polls then read Redis and catch up', async () => {
+    const ch = `rh-${process.pid}-silent`;
+    const first = await poll(s.url, { ch, timeout: 1000 });
+    await publish(s.url, ch, 'heard');
+    const r1 = await poll(s.url, { ch, cursor: first.body.cursor });
+    assert.deepEqual(r1.body.messages.map((m: { data: string }) => m.data), ['heard']);
+    // The subscriber sockets stop delivering but stay open (a peer gone without a FIN): nothing
+    // marks them down. Another process publishes, so this one has no acknowledgement either.
+    const subs = (s.server.broker as unknown as { subs: { pause(): void; resume(): void } }).subs;
+    subs.pause();
+    try {
+      assert.equal((await publish(other.url, ch, 'unheard')).status, 200);
+      const t0 = Date.now();
+      let got: string[] = [];
+      while (got.length === 0 && Date.now() - t0 < 6000) {
+        const r = await poll(s.url, { ch, cursor: r1.body.cursor, timeout: 300 });
+        assert.equal(r.status, 200);
+        got = r.body.messages.map((m: { data: string }) => m.data);
+      }
+      assert.deepEqual(got, ['unheard'], 'caught up from Redis once the window had been silent for LP_POLL_TIMEOUT_MS');
+    } finally {
+      subs.resume();
+    }
+  });
+});
