@@ -17,17 +17,21 @@ export function openWebSocket(t: LinkTarget, WebSocketCtor: WebSocketConstructor
   let opened = false;
   /** Subscribe ops sent minus answers seen: an error frame answers the oldest. */
   let awaiting = 0;
-  const end = (e: LinkEnd) => {
-    if (done) return;
+  /** Stops the link; false when it had stopped already. */
+  const stop = (): boolean => {
+    if (done) return false;
     done = true;
     t.clock.clearTimeout(timer);
     ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     try {
       ws.close(1000);
     } catch {
-      /* already closed */
+      /* not open yet, or already closed */
     }
-    events.ended(e);
+    return true;
+  };
+  const end = (e: LinkEnd) => {
+    if (stop()) events.ended(e);
   };
   const timer = t.clock.setTimeout(() => end({ error: new Error(`no WebSocket answer within ${t.openTimeoutMs} ms`) }), t.openTimeoutMs);
 
@@ -82,15 +86,7 @@ export function openWebSocket(t: LinkTarget, WebSocketCtor: WebSocketConstructor
 
   return {
     close() {
-      if (done) return;
-      done = true;
-      t.clock.clearTimeout(timer);
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-      try {
-        ws.close(1000);
-      } catch {
-        /* not open yet */
-      }
+      stop();
     },
     resubscribe(channels, cursor) {
       if (!done) subscribe(channels, cursor, undefined);
