@@ -15,8 +15,6 @@ export type ErrorCode =
   | 'forbidden'
   | 'not_found'
   | 'method_not_allowed'
-  /** A plain GET on the WebSocket endpoint (answered 426 by http/ws.ts). */
-  | 'upgrade_required'
   | 'body_too_large'
   | 'unsupported_media_type'
   | 'headers_too_large'
@@ -39,7 +37,6 @@ const STATUS: Record<ErrorCode, number> = {
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
-  upgrade_required: 426,
   body_too_large: 413,
   unsupported_media_type: 415,
   headers_too_large: 431,
