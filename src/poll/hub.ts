@@ -32,6 +32,8 @@ import { type Waiter, WaiterState, canMove, stateName } from './waiter.js';
 type HubConfig = Pick<Config, 'maxParked' | 'maxBackpressure' | 'writeTimeoutMs' | 'conflatePrefixes'>;
 
 /** One rendered answer for the members of a group that share a format and max. */
+const KINDS = ['poll', 'sse', 'ws'] as const;
+
 interface GroupAnswer {
   format: AnswerFormat;
   max: number;
@@ -40,6 +42,8 @@ interface GroupAnswer {
   positions: readonly Position[];
   /** Notified messages were left out (max, body budget): a stream reads on at once. */
   more: boolean;
+  /** Waiters it went out to, by transport: counted in the metrics once per answer. */
+  written: Record<Waiter['transport']['kind'], number>;
 }
 
 export class PollHub {
@@ -246,15 +250,20 @@ export class PollHub {
         const last = messages[messages.length - 1]!;
         const positions = [{ epoch: last.epoch, seq: last.seq, fp: last.fp }];
         const body = renderAnswer({ channels: spool.single, before, messages, after: positions, gapChannels: undefined, retryMs: undefined }, w.format);
-        rendered.push((answer = { format: w.format, max: w.max, body, messages, positions, more: messages.length < fresh.length }));
+        rendered.push((answer = { format: w.format, max: w.max, body, messages, positions, more: messages.length < fresh.length, written: { poll: 0, sse: 0, ws: 0 } }));
       }
       if (w.transport.streams && !answer.more) {
-        if (this.writeStream(w, answer.body, answer.messages, true)) moved = answer.positions;
+        if (this.writeStream(w, answer.body)) {
+          moved = answer.positions;
+          answer.written[w.transport.kind]++;
+        }
         continue;
       }
       w.positions = answer.positions;
-      this.deliver(w, answer.body, answer.messages, 'messages', true, answer.more);
+      if (this.deliver(w, answer.body, 'messages', answer.more)) answer.written[w.transport.kind]++;
     }
+    // The delivery metrics once per rendered answer, not once per waiter.
+    for (const a of rendered) for (const kind of KINDS) if (a.written[kind] > 0) this.count(kind, a.messages, true, a.written[kind]);
     if (moved && group.count > 0) {
       const now = this.registry.moveGroup(spool.ch, group, moved);
       for (let w = now.head; w; w = w.groupNext) w.positions = now.positions;
@@ -417,7 +426,7 @@ export class PollHub {
     retryMs?: number,
   ): void {
     const body = renderAnswer({ channels: w.channels, before, messages, after: w.positions, gapChannels, retryMs }, w.format);
-    this.deliver(w, body, messages, reason, live, more);
+    if (this.deliver(w, body, reason, more)) this.count(w.transport.kind, messages, live, 1);
   }
 
   /**
@@ -427,15 +436,15 @@ export class PollHub {
    * `live`: the messages come from notifications (delivery latency), else from history
    * (catch-up age).
    */
-  private deliver(w: Waiter, body: Buffer, messages: readonly Message[], reason: AnswerReason, live: boolean, more: boolean): void {
+  private deliver(w: Waiter, body: Buffer, reason: AnswerReason, more: boolean): boolean {
     if (w.transport.streams) {
-      if (!this.writeStream(w, body, messages, live)) return;
+      if (!this.writeStream(w, body)) return false;
       if (w.state === WaiterState.Setup || w.state === WaiterState.Parked) {
         const again = more || (w.state === WaiterState.Setup && this.missedWake(w));
         this.setState(w, WaiterState.Parked);
         if (again) this.reread(w);
       }
-      return;
+      return true;
     }
     this.setState(w, WaiterState.Writing);
     const sent = w.transport.write(w, body);
@@ -443,35 +452,32 @@ export class PollHub {
       if (sent === Sent.Pending) this.armWriteDeadline(w);
       else this.setState(w, WaiterState.Done);
     }
-    if (sent === Sent.Gone) return;
+    if (sent === Sent.Gone) return false;
     if (sent === Sent.SlowClosed) {
       this.metrics.slowClosed.inc();
-      return;
+      return false;
     }
     this.metrics.answeredBy[reason].inc(); // polls answered, not stream writes
-    this.count(w, messages, live);
+    return true;
   }
 
   /** Writes to a stream, which ends (Done) when it cannot take it; true when written. */
-  private writeStream(w: Waiter, body: Buffer, messages: readonly Message[], live: boolean): boolean {
+  private writeStream(w: Waiter, body: Buffer): boolean {
     const sent = w.transport.write(w, body);
-    if (sent === Sent.Written) {
-      this.count(w, messages, live);
-      return true;
-    }
+    if (sent === Sent.Written) return true;
     if (w.state !== WaiterState.Done) this.setState(w, WaiterState.Done);
     if (sent === Sent.SlowClosed) this.metrics.slowClosed.inc();
     return false;
   }
 
-  /** Delivery metrics: messages written, and their latency (live) or age (from history). */
-  private count(w: Waiter, messages: readonly Message[], live: boolean): void {
+  /** Delivery metrics: `messages` went out to `waiters` waiters, with their latency (live) or age (from history). */
+  private count(kind: Waiter['transport']['kind'], messages: readonly Message[], live: boolean, waiters: number): void {
     if (messages.length === 0) return;
-    const by = this.metrics.deliveryBy[w.transport.kind];
-    by.delivered.inc(messages.length);
+    const by = this.metrics.deliveryBy[kind];
+    by.delivered.inc(messages.length * waiters);
     const now = Date.now();
     const histogram = live ? by.latency : by.catchup;
-    for (const m of messages) histogram.observe((now - m.time) / 1000);
+    for (const m of messages) histogram.observe((now - m.time) / 1000, waiters);
   }
 
   /** Answers every waiting poll with its cursor and a jittered retry hint; ends every stream. */
